@@ -1,0 +1,38 @@
+"""Pieces shared by the backbones: width/depth scaling and the residual add."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import make_divisible
+
+
+class Scaler:
+    """Width/depth multipliers (YOLOv5-style compound scaling) for building at paper or CPU size."""
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0):
+        self.width, self.depth = width, depth
+
+    def c(self, channels: int) -> int:
+        return channels if self.width == 1.0 else make_divisible(channels * self.width)
+
+    def n(self, blocks: int) -> int:
+        return blocks if self.depth == 1.0 else max(1, math.ceil(blocks * self.depth))
+
+
+def shortcut_add(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """Darknet's ``[shortcut]``: adds over the channels both have (zero-pads the narrower input)."""
+    if x.shape[1] == residual.shape[1]:
+        return x + residual
+    if residual.shape[1] < x.shape[1]:
+        return x + F.pad(residual, (0, 0, 0, 0, 0, x.shape[1] - residual.shape[1]))
+    return x + residual[:, : x.shape[1]]
+
+
+class Backbone(nn.Module):
+    out_channels: tuple[int, int, int]
+    #: channels of the last stage (the classifier head's input)
+    num_features: int

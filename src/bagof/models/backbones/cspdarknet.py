@@ -1,0 +1,70 @@
+"""CSPDarknet53, the YOLOv4 backbone (REFERENCE.md "CSPDarknet53"; darknet-cfg ``yolov4.cfg``)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import ConvBNAct
+from .common import Backbone, Scaler
+
+
+class DarkResidual(nn.Module):
+    """1x1 -> 3x3 with identity shortcut (linear activation after the add, as in the cfg)."""
+
+    def __init__(self, c: int, c_hidden: int, act: str):
+        super().__init__()
+        self.cv1 = ConvBNAct(c, c_hidden, 1, act=act)
+        self.cv2 = ConvBNAct(c_hidden, c, 3, act=act)
+
+    def forward(self, x):
+        return x + self.cv2(self.cv1(x))
+
+
+class CSPStage(nn.Module):
+    """3x3/2 down -> [1x1 part 1] || [1x1 part 2 -> residual blocks -> 1x1 transition] -> concat -> 1x1.
+
+    Stage 1 of CSPDarknet53 keeps full width in both parts and its block bottleneck is half width
+    (``first=True``); stages 2-5 split into C/2 + C/2 with C/2 -> C/2 blocks.
+    """
+
+    def __init__(self, c_in: int, c_out: int, n: int, act: str, first: bool = False, csp: bool = True):
+        super().__init__()
+        c_part = c_out if first else c_out // 2
+        c_hidden = c_out // 2 if first else c_part
+        self.down = ConvBNAct(c_in, c_out, 3, 2, act)
+        self.part1 = ConvBNAct(c_out, c_part, 1, act=act)
+        self.part2 = ConvBNAct(c_out, c_part, 1, act=act)
+        self.blocks = nn.Sequential(*(DarkResidual(c_part, c_hidden, act) for _ in range(n)))
+        self.transition = ConvBNAct(c_part, c_part, 1, act=act)
+        self.fuse = ConvBNAct(2 * c_part, c_out, 1, act=act)
+
+    def forward(self, x):
+        x = self.down(x)
+        return self.fuse(torch.cat([self.transition(self.blocks(self.part2(x))), self.part1(x)], 1))
+
+
+class CSPDarknet53(Backbone):
+    DEPTHS = (1, 2, 8, 8, 4)
+    WIDTHS = (64, 128, 256, 512, 1024)
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0, act: str = "mish"):
+        super().__init__()
+        s = Scaler(width, depth)
+        c = s.c(32)
+        self.stem = ConvBNAct(3, c, 3, 1, act)
+        stages = []
+        for i, (n, w) in enumerate(zip(self.DEPTHS, self.WIDTHS)):
+            stages.append(CSPStage(c, s.c(w), s.n(n), act, first=i == 0))
+            c = s.c(w)
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = tuple(s.c(w) for w in self.WIDTHS[2:])
+        self.num_features = c
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i >= 2:
+                outs.append(x)
+        return outs

@@ -1,0 +1,36 @@
+"""Darknet53, the YOLOv3 backbone (darknet-cfg ``yolov3.cfg``): 3x3/2 down then residual blocks."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..layers import ConvBNAct
+from .common import Backbone, Scaler
+from .cspdarknet import DarkResidual
+
+
+class Darknet53(Backbone):
+    DEPTHS = (1, 2, 8, 8, 4)
+    WIDTHS = (64, 128, 256, 512, 1024)
+
+    def __init__(self, width: float = 1.0, depth: float = 1.0, act: str = "leaky"):
+        super().__init__()
+        s = Scaler(width, depth)
+        c = s.c(32)
+        self.stem = ConvBNAct(3, c, 3, 1, act)
+        stages = []
+        for n, w in zip(self.DEPTHS, self.WIDTHS):
+            cw = s.c(w)
+            stages.append(nn.Sequential(ConvBNAct(c, cw, 3, 2, act), *(DarkResidual(cw, cw // 2, act) for _ in range(s.n(n)))))
+            c = cw
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = tuple(s.c(w) for w in self.WIDTHS[2:])
+        self.num_features = c
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i >= 2:
+                outs.append(x)
+        return outs

@@ -1,0 +1,3 @@
+from .yolo_neck import YoloNeck
+
+__all__ = ["YoloNeck"]
