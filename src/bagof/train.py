@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import flatten
 from .tasks import DetectionTask
+from .utils.callbacks import EpochSummary
 from .utils.visualize import draw_predictions
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def train(cfg: DictConfig) -> float:
     trainer = L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, precision=t.precision,
         accumulate_grad_batches=t.accumulate, logger=logger if logger is not None else False,
-        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1)] + ([LearningRateMonitor("step")] if logger else []),
+        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1), EpochSummary()] + ([LearningRateMonitor("step")] if logger else []),
         check_val_every_n_epoch=1, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         enable_progress_bar=t.progress_bar, enable_model_summary=False, deterministic=False,

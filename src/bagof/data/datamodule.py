@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..ops.letterbox import Letterbox, letterbox
+from .mosaic import Mosaic
 from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
 from .synthetic import ensure_synthetic
 from .transforms import build_train_transform
@@ -46,8 +47,11 @@ class DetectionDataset(Dataset):
     uint8 result in RAM; otherwise images are decoded per access.
     """
 
-    def __init__(self, coco: dict, img_size: int, transform=None, cache: bool = False, name: str = "data"):
+    def __init__(self, coco: dict, img_size: int, transform=None, cache: bool = False, name: str = "data",
+                 mix=None):
         self.coco, self.img_size, self.transform, self.name = coco, img_size, transform, name
+        self.mix = mix  # a multi-image step (e.g. Mosaic) applied before the per-image transform
+        self.rng = np.random.default_rng()
         self.cat_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
         per_image: dict[int, list] = {im["id"]: [] for im in coco["images"]}
         for a in coco["annotations"]:
@@ -100,7 +104,11 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img, boxes, labels, lb = self.load(i)
+            if self.mix is not None:
+                img, boxes, labels = self.mix(self, i, self.rng)
+                lb = None
+            else:
+                img, boxes, labels, lb = self.load(i)
         except DatasetError as e:  # lazily read sets: skip an unreadable image, counted in the log
             self.corrupt.warn("corrupt_image", f"{e}, replaced by the next image")
             return self[(i + 1) % len(self)]
@@ -115,6 +123,12 @@ class DetectionDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), torch.from_numpy(target), meta
 
 
+def _seed_worker(worker_id: int) -> None:
+    """Each loader worker draws its own mosaic/mix randomness (seeded by torch per worker)."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)
+
+
 def collate(batch):
     """Images -> float (B, 3, S, S) in [0, 1]; targets -> (M, 6) [image, class, x1, y1, x2, y2]."""
     imgs, targets, metas = zip(*batch)
@@ -125,16 +139,17 @@ def collate(batch):
 class DetectionDataModule(L.LightningDataModule):
     def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 416, batch_size: int = 16,
                  num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
-                 **_):
+                 mosaic: float = 0.0):
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.num_classes, self.img_size, self.batch_size = num_classes, img_size, batch_size
         self.num_workers, self.cache_ram_mb, self.name = num_workers, cache_ram_mb, name
         self.augment = dict(augment or {})
+        self.mosaic = mosaic
         self.train_set = self.val_set = None
         self.issues = Issues()
 
-    def _build(self, spec: dict, transform, split: str) -> DetectionDataset:
+    def _build(self, spec: dict, transform, split: str, mix=None) -> DetectionDataset:
         coco, issues = load_source(spec)
         self.issues.update(issues)
         if len(coco["categories"]) != self.num_classes:
@@ -143,13 +158,14 @@ class DetectionDataModule(L.LightningDataModule):
         if not coco["images"]:
             raise DatasetError(f"the {split} split of {self.name!r} has no usable images ({spec})")
         cache = len(coco["images"]) * self.img_size**2 * 3 / 2**20 <= self.cache_ram_mb
-        return DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}")
+        return DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix)
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is None:
             self.val_set = self._build(self.val_spec, None, "val")
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._build(self.train_spec, build_train_transform(**self.augment), "train")
+            mix = Mosaic(self.mosaic) if self.mosaic > 0 else None
+            self.train_set = self._build(self.train_spec, build_train_transform(**self.augment), "train", mix)
             names = [c["name"] for c in self.train_set.coco["categories"]]
             if names != [c["name"] for c in self.val_set.coco["categories"]]:
                 raise DatasetError(f"{self.name!r}: train and val categories differ; they must be the same list")
@@ -162,7 +178,7 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate, drop_last=shuffle and len(ds) > self.batch_size,
+                          collate_fn=collate, worker_init_fn=_seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

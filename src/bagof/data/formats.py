@@ -143,6 +143,9 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
             except (TypeError, ValueError):
                 issues.warn("degenerate_box", f"{xml_path}: object {name!r} has a malformed <bndbox>, skipped")
                 continue
+            if x2 <= x1 or y2 <= y1:  # judged on the file's own numbers, before the 1-based shift
+                issues.warn("degenerate_box", f"{xml_path}: {name!r} box ({x1}, {y1}, {x2}, {y2}) has zero or negative size, skipped")
+                continue
             objs.append((name, x1 - 1, y1 - 1, x2, y2, int(obj.findtext("difficult") or 0)))
             seen.add(name)
         records.append((stem, str(img_path), width, height, objs, xml_path))

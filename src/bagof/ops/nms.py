@@ -10,25 +10,29 @@ import torch
 from .boxes import box_iou
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float) -> torch.Tensor:
-    """Greedy NMS: indices of kept boxes, by decreasing score."""
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_keep: int | None = None) -> torch.Tensor:
+    """Greedy NMS: indices of kept boxes, by decreasing score (at most ``max_keep``).
+
+    Takes the best remaining box, drops every remaining box overlapping it by more than
+    ``iou_thresh``, repeats: one iteration per kept box, so ``max_keep`` bounds the loop.
+    """
     order = scores.argsort(descending=True)
     if order.numel() == 0:
         return order
     iou = box_iou(boxes[order], boxes[order])
-    n = order.numel()
-    # Suppression matrix: box j is suppressed by an earlier-ranked kept box i with IoU > thresh.
-    over = (iou > iou_thresh).triu(diagonal=1)
-    keep = torch.ones(n, dtype=torch.bool, device=boxes.device)
-    for i in range(n):
-        if keep[i]:
-            keep &= ~over[i]
-    return order[keep]
+    remaining = torch.arange(order.numel(), device=boxes.device)
+    keep = []
+    while remaining.numel() and (max_keep is None or len(keep) < max_keep):
+        i = remaining[0]
+        keep.append(i)
+        remaining = remaining[1:][iou[i, remaining[1:]] <= iou_thresh]
+    return order[torch.stack(keep)]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float) -> torch.Tensor:
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float,
+                max_keep: int | None = None) -> torch.Tensor:
     """Class-aware NMS: boxes of different classes never suppress each other (coordinate offset trick)."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     offset = classes.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offset[:, None], scores, iou_thresh)
+    return nms(boxes + offset[:, None], scores, iou_thresh, max_keep)

@@ -23,6 +23,6 @@ def postprocess(decoded: torch.Tensor, conf_thresh: float = 0.001, iou_thresh: f
             s, top = s.topk(max_candidates)
             idx, cls = idx[top], cls[top]
         boxes = cxcywh_to_xyxy(det[idx, :4])
-        keep = batched_nms(boxes, s, cls, iou_thresh)[:max_det]
+        keep = batched_nms(boxes, s, cls, iou_thresh, max_det)
         out.append(torch.cat([boxes[keep], s[keep, None], cls[keep, None].float()], 1))
     return out

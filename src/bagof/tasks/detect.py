@@ -25,6 +25,7 @@ class DetectionTask(L.LightningModule):
         self._results: list[dict] = []
         self.last_metrics: dict[str, float] = {}
         self.coco_summary = ""
+        self.evaluated_now = False
 
     def forward(self, x):
         return self.model(x)
@@ -37,7 +38,7 @@ class DetectionTask(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} (parts {parts}); "
                                      "lower train.optimizer.lr or raise train.scheduler.burn_in")
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(imgs))
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(imgs))
         self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=len(imgs))
         return loss
 
@@ -58,6 +59,7 @@ class DetectionTask(L.LightningModule):
 
     def on_validation_epoch_start(self):
         self._results = []
+        self.evaluated_now = False
 
     def validation_step(self, batch, batch_idx):
         imgs, targets, metas = batch
@@ -71,7 +73,7 @@ class DetectionTask(L.LightningModule):
         if self.trainer.sanity_checking or not self._evaluating():
             return
         metrics, self.coco_summary = coco_evaluate(self.trainer.datamodule.val_set.coco, self._results)
-        self.last_metrics = metrics
+        self.last_metrics, self.evaluated_now = metrics, True
         self.log_dict({f"val/{k}": v for k, v in metrics.items()})
 
     def configure_optimizers(self):

@@ -1,0 +1,43 @@
+# bagof: `make help` lists the targets. Everything runs inside a local virtualenv (.venv).
+PY      ?= python3.11
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+export BAGOF_DATASETS ?= $(abspath ../shared/datasets)
+ARGS    ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-slow bench ui clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install bagof with its dev tools
+
+run: install  ## train + evaluate the default (YOLOv4, synthetic data, cpu scale); ARGS=overrides
+	$(PYTHON) run.py $(ARGS)
+
+test: install  ## the test suite (not the slow tests), as CI runs it
+	$(PYTHON) -m pytest -q $(ARGS)
+
+test-slow: install  ## only the slow tests (real cpu-scale training runs)
+	$(PYTHON) -m pytest -q -m slow $(ARGS)
+
+bench: install  ## benchmarks: training images/s and memory, paper-scale latency, eval time -> reports/bench/
+	$(PYTHON) -m bagof.bench $(ARGS)
+
+ui: install  ## MLflow UI over the local store (sqlite:///mlflow.db) at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}
+
+clean:  ## remove outputs, caches and the virtualenv (keeps mlflow.db and mlartifacts/)
+	rm -rf $(VENV) outputs multirun data .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

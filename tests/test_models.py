@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bagof.models.classifier import Classifier
+from bagof.models.detector import YoloDetector, decode_boxes
+from bagof.ops.anchors import YOLOV3_ANCHORS
+
+from .conftest import DARKNET_CFG, ROOT, need
+from .darknet_cfg import count_parameters
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_classifier_backbones_match_table1():
+    # Paper Table 1: CSPDarknet53 27.6 M, CSPResNeXt50 20.6 M parameters with a 1000-class head
+    assert round(n_params(Classifier("cspdarknet53", 1000, act="mish")) / 1e6, 1) == 27.6
+    assert round(n_params(Classifier("cspresnext50", 1000, act="leaky")) / 1e6, 1) == 20.6
+
+
+def test_cspdarknet53_classifier_equals_reference_cfg():
+    total, _ = count_parameters(need(DARKNET_CFG / "csdarknet53-omega.cfg"))
+    assert n_params(Classifier("cspdarknet53", 1000)) == total
+
+
+@pytest.mark.parametrize("cfg,kwargs", [
+    ("yolov4.cfg", dict(backbone="cspdarknet53")),
+    ("csresnext50-panet-spp.cfg", dict(backbone="cspresnext50", backbone_act="leaky")),
+    ("yolov3.cfg", dict(backbone="darknet53", backbone_act="leaky", neck="fpn", spp=False)),
+    ("yolov3-spp.cfg", dict(backbone="darknet53", backbone_act="leaky", neck="fpn", spp=True)),
+])
+def test_detectors_equal_reference_cfgs(cfg, kwargs):
+    """Full-size detectors (80 classes) have exactly the parameters of the reference networks."""
+    total, _ = count_parameters(need(DARKNET_CFG / cfg))
+    assert n_params(YoloDetector(num_classes=80, anchors=YOLOV3_ANCHORS, **kwargs)) == total
+
+
+@pytest.mark.parametrize("backbone,neck", [("cspdarknet53", "pan"), ("cspresnext50", "pan"), ("darknet53", "fpn")])
+@pytest.mark.parametrize("size", [128, 192])
+def test_output_shapes(backbone, neck, size):
+    m = YoloDetector(backbone, 5, YOLOV3_ANCHORS, width=0.125, depth=0.33, neck=neck).eval()
+    outs = m(torch.zeros(2, 3, size, size))
+    assert [tuple(o.shape) for o in outs] == [(2, 3, size // s, size // s, 10) for s in (8, 16, 32)]
+    dec = m.decode(outs)
+    assert dec.shape == (2, 3 * sum((size // s) ** 2 for s in (8, 16, 32)), 10)
+    assert dec[..., 4:].min() >= 0 and dec[..., 4:].max() <= 1
+
+
+def test_decode_grid_sensitivity():
+    """b = (grid + s * sigmoid(t) - (s - 1) / 2) * stride; s > 1 reaches the cell borders."""
+    t = torch.zeros(1, 1, 2, 2, 4)
+    t[0, 0, 1, 0, :2] = 50.0  # sigmoid ~ 1
+    anchors = torch.tensor([[10.0, 20.0]])
+    xy, wh = decode_boxes(t, anchors, 8, 1.0)
+    assert xy[0, 0, 0, 0].tolist() == pytest.approx([4.0, 4.0])  # centre of cell (0, 0)
+    assert xy[0, 0, 1, 0].tolist() == pytest.approx([8.0, 16.0])  # x cell 0 -> 1.0 * 8, y cell 1 -> 2 * 8
+    assert wh[0, 0, 0, 0].tolist() == pytest.approx([10.0, 20.0])
+    xy, _ = decode_boxes(t, anchors, 8, 1.2)
+    assert xy[0, 0, 1, 0].tolist() == pytest.approx([(1.2 - 0.1) * 8, (1 + 1.2 - 0.1) * 8])
+
+
+def test_anchors_rescaled_to_input_size():
+    m = YoloDetector("darknet53", 1, YOLOV3_ANCHORS, width=0.125, depth=0.33, img_size=208, anchors_size=416)
+    assert m.anchors[0, 0].tolist() == [5.0, 6.5]
+
+
+def test_summary_cli_without_dataset(tmp_path):
+    env = {"BAGOF_ROOT": str(tmp_path), "BAGOF_DATASETS": str(tmp_path / "nowhere"), "PATH": ""}
+    out = subprocess.run([sys.executable, "-m", "bagof.summary", "scale=paper", "data=coco"], cwd=ROOT,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "64,363,101" in out.stdout  # YOLOv4, 80 classes: the reference network's count
+    assert "BFLOPs" in out.stdout and "512x512" in out.stdout
