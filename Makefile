@@ -5,12 +5,22 @@ BIN     := $(VENV)/bin
 PYTHON  := $(BIN)/python
 export BAGOF_DATASETS ?= $(abspath ../shared/datasets)
 ARGS    ?=
+# table knobs: make table4 SCALE=cpu DATA=bccd SEEDS=2 JOBS=1 FORCE=1 ARGS='train.max_epochs=5'
+SCALE   ?= cpu
+DATA    ?=
+SEEDS   ?= 1
+JOBS    ?= 1
+FORCE   ?=
+TABLE   ?= 4
+TABLES  := table2 table3 table4 table5 table6 table7
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow bench ui clean
+.PHONY: help install run test test-slow bench ui clean tables report $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  make tableN     N=2..7: train the table's rows (reusing finished runs), write reports/tableN.{md,csv,png}"
+	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n JOBS=n FORCE=1"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:
@@ -34,6 +44,16 @@ test-slow: install  ## only the slow tests (real cpu-scale training runs)
 
 bench: install  ## benchmarks: training images/s and memory, paper-scale latency, eval time -> reports/bench/
 	$(PYTHON) -m bagof.bench $(ARGS)
+
+$(TABLES): install  # train the table's rows, write reports/tableN.{md,csv,png}
+	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
+	  --jobs $(JOBS) $(if $(FORCE),--force) $(ARGS)
+
+tables: install  ## every table in turn (a failing table does not stop the others)
+	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
+
+report: install  ## rebuild reports/table$(TABLE).* from the MLflow store, no training (TABLE=4)
+	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)
 
 ui: install  ## MLflow UI over the local store (sqlite:///mlflow.db) at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}

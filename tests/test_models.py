@@ -22,6 +22,14 @@ def test_classifier_backbones_match_table1():
     assert round(n_params(Classifier("cspresnext50", 1000, act="leaky")) / 1e6, 1) == 20.6
 
 
+def test_classifier_bflops_match_table1():
+    """Table 1 at 512x512: CSPDarknet53 52 BFLOPs, CSPResNeXt50 31 BFLOPs (a multiply-add = 2 FLOPs)."""
+    from bagof.summary import conv_flops
+
+    assert round(conv_flops(Classifier("cspdarknet53", act="mish"), 512)[0] / 1e9) == 52
+    assert int(conv_flops(Classifier("cspresnext50", act="leaky"), 512)[0] / 1e9) == 31
+
+
 def test_cspdarknet53_classifier_equals_reference_cfg():
     total, _ = count_parameters(need(DARKNET_CFG / "csdarknet53-omega.cfg"))
     assert n_params(Classifier("cspdarknet53", 1000)) == total

@@ -5,6 +5,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,8 +32,20 @@ def build_logger(cfg: DictConfig):
     return hydra.utils.instantiate(cfg.logger)
 
 
+@dataclass
+class RunResult:
+    metrics: dict[str, float]  # AP, AP50, AP75, APs, APm, APl in [0, 1]
+    run_id: str | None         # MLflow run id (None without a logger)
+    seconds: float
+
+
 def train(cfg: DictConfig) -> float:
-    """Trains and evaluates one configuration; returns the final COCO AP (for sweepers)."""
+    """Trains and evaluates one configuration; returns the final COCO AP (what sweepers optimise)."""
+    return fit(cfg).metrics.get("AP", 0.0)
+
+
+def fit(cfg: DictConfig) -> RunResult:
+    """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
     t0 = time.time()
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -61,7 +74,7 @@ def train(cfg: DictConfig) -> float:
         _log_artifacts(logger, cfg, task, datamodule)
         logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
     _print_summary(cfg, metrics, logger, time.time() - t0, task.coco_summary)
-    return metrics.get("AP", 0.0)
+    return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
 
 
 def _log_artifacts(logger, cfg: DictConfig, task, datamodule) -> None:

@@ -1,0 +1,20 @@
+"""Real cpu-scale training (minutes each): `make test-slow`. Not in the default run."""
+import pytest
+
+from bagof.train import fit
+
+from .conftest import DATASETS, need
+
+
+@pytest.mark.slow
+def test_bccd_cpu_scale_learns(compose):
+    """The README's claim: `python run.py data=bccd scale=cpu` reaches AP50 >= 0.60 on BCCD's test split."""
+    need(DATASETS / "BCCD")
+    result = fit(compose(["data=bccd", "scale=cpu", "logger=none", "train.progress_bar=false"]))
+    assert result.metrics["AP50"] >= 0.60, result.metrics
+
+
+@pytest.mark.slow
+def test_synthetic_default_learns(compose):
+    result = fit(compose(["logger=none", "train.progress_bar=false"]))
+    assert result.metrics["AP50"] > 0.1, result.metrics

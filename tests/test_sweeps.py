@@ -1,0 +1,156 @@
+"""The table engine: sweep files, result cache, failures, reports rebuilt from MLflow."""
+import math
+import os
+import subprocess
+import textwrap
+
+import mlflow
+import pytest
+
+from bagof.sweeps.__main__ import main
+from bagof.sweeps.cache import config_hash
+from bagof.sweeps.report import ci95
+from bagof.sweeps.spec import Row, SweepError, load_sweep
+
+from .conftest import ROOT
+
+SWEEPS = ROOT / "sweeps"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAGOF_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _parents(tmp_path, name):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'table'", order_by=["attributes.start_time ASC"])
+    return client, exp, runs
+
+
+def test_every_table_file_loads_with_the_papers_rows():
+    expected_rows = {"table2": 10, "table3": 3, "table4": 17, "table5": 5, "table6": 5, "table7": 4}
+    for name, n in expected_rows.items():
+        sweep = load_sweep(SWEEPS / f"{name}.yaml")
+        assert len(sweep.rows) == n and sweep.baseline_row() is not None
+        assert all(set(sweep.metrics) <= set(r.paper) for r in sweep.rows)
+    t4 = load_sweep(SWEEPS / "table4.yaml")
+    assert t4.rows[0].paper == {"AP": 38.0, "AP50": 60.0, "AP75": 40.8}
+    assert t4.rows[-1].bof == ["grid_sensitivity", "mosaic", "iou_thresh", "ga", "optimized_anchors", "ciou"]
+
+
+def test_row_overrides_and_missing_toggles():
+    row = Row("x", {}, bof=["mosaic", "ciou"], bos=["fpn"], overrides=["seed=3"])
+    assert row.hydra_overrides() == ["+bof=[mosaic,ciou]", "+bos=[fpn]", "seed=3"]
+    assert row.missing() is None
+    assert "bof/warp_drive" in Row("y", {}, bof=["mosaic", "warp_drive"]).missing()
+
+
+def test_bad_sweep_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SweepError, match="not found"):
+        load_sweep(tmp_path / "table9.yaml")
+    bad = tmp_path / "t.yaml"
+    bad.write_text("rows:\n  - label: a\n    paper: {}\n  - label: a\n    paper: {}\n")
+    with pytest.raises(SweepError, match="unique"):
+        load_sweep(bad)
+
+
+def test_ci95_hand_computed():
+    m, s, h = ci95([1.0, 2.0, 3.0])
+    assert (m, s) == (2.0, 1.0) and h == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    assert math.isnan(ci95([5.0])[2])
+
+
+def test_config_hash_ignores_paths_and_logging_not_features(compose, tmp_path, monkeypatch):
+    a = config_hash(compose(["scale=smoke"]))
+    monkeypatch.setenv("BAGOF_ROOT", str(tmp_path / "elsewhere"))
+    assert config_hash(compose(["scale=smoke", "logger=none", "train.progress_bar=true", "seed=7"])) == a
+    assert config_hash(compose(["scale=smoke", "+bof=mosaic"])) != a
+
+
+def _write_sweep(tmp_path, rows: str, name="tablex"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        title: test sweep
+        task: detection
+        data: synthetic
+        metrics: [AP, AP50, AP75]
+        baseline: base
+        rows:
+        """) + textwrap.indent(textwrap.dedent(rows), "  "))
+    return path
+
+
+def test_cache_rerun_trains_nothing_and_new_seed_only(store):
+    path = _write_sweep(store, """\
+        - label: base
+          paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
+        - label: ciou
+          bof: [ciou]
+          paper: {AP: 39.6, AP50: 59.2, AP75: 42.6}
+        - label: future
+          bof: [not_yet_a_toggle]
+          paper: {AP: 40.0, AP50: 61.0, AP75: 43.0}
+        """)
+    args = ["run", str(path), "--scale", "smoke", "--out", str(store / "reports")]
+    assert main(args + ["--seeds", "1"]) == 0
+    assert main(args + ["--seeds", "1"]) == 0
+    assert main(args + ["--seeds", "2"]) == 0
+    client, exp, parents = _parents(store, "tablex")
+    trained = [p.data.metrics["trained_runs"] for p in parents]
+    assert trained == [2, 0, 2]  # nothing retrained; the second seed only for each row
+    children = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id, parents[2].info.run_id}
+    md = (store / "reports" / "tablex.md").read_text()
+    assert "| future | 40.0 | 61.0 | 43.0 |" in md and "not implemented: toggle bof/not_yet_a_toggle" in md
+    assert "| base | 38.0 | 60.0 | 40.8 |" in md and md.count("| done |") == 2 and "| 2 | done" in md
+    artifacts = {a.path for a in client.list_artifacts(parents[2].info.run_id)}
+    assert {"tablex.md", "tablex.csv", "tablex.png"} <= artifacts
+    # FORCE retrains
+    assert main(args + ["--seeds", "1", "--force"]) == 0
+    assert _parents(store, "tablex")[2][-1].data.metrics["trained_runs"] == 2
+    # the report rebuilds from the store alone, no training
+    before = (store / "reports" / "tablex.csv").read_text()
+    (store / "reports" / "tablex.csv").unlink()
+    assert main(["report", str(path), "--out", str(store / "reports")]) == 0
+    assert (store / "reports" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
+    assert _parents(store, "tablex")[2][-1].data.metrics["trained_runs"] == 2  # report started no run
+
+
+def test_failing_row_is_recorded_and_others_run(store):
+    path = _write_sweep(store, """\
+        - label: base
+          paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
+        - label: broken
+          overrides: [data.num_classes=99]
+          paper: {AP: 1.0, AP50: 1.0, AP75: 1.0}
+        """, name="tabley")
+    rc = main(["run", str(path), "--scale", "smoke", "--seeds", "1", "--out", str(store / "reports")])
+    assert rc == 1  # the command fails at the end because a row failed
+    client, exp, parents = _parents(store, "tabley")
+    rows = {r.data.tags["row"]: r for r in client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")}
+    assert rows["base"].info.status == "FINISHED" and "val/AP" in rows["base"].data.metrics
+    assert rows["broken"].info.status == "FAILED" and "data.num_classes=99" in rows["broken"].data.tags["error"]
+    md = (store / "reports" / "tabley.md").read_text()
+    assert "| failed: DatasetError: data.num_classes=99" in md and md.count("| done |") == 1
+
+
+@pytest.mark.parametrize("table", ["table4"])
+def test_make_table_smoke_end_to_end(store, table):
+    """`make table4 SCALE=smoke` (the Makefile runs exactly this module): every paper row in the report."""
+    dry = subprocess.run(["make", "-n", table, "SCALE=smoke", "DATA=synthetic"], cwd=ROOT, capture_output=True, text=True)
+    assert f"-m bagof.sweeps run sweeps/{table}.yaml --scale smoke --data synthetic --seeds 1" in dry.stdout
+    assert main(["run", str(SWEEPS / f"{table}.yaml"), "--scale", "smoke", "--data", "synthetic",
+                 "--out", str(store / "reports")]) == 0
+    md = (store / "reports" / f"{table}.md").read_text()
+    sweep = load_sweep(SWEEPS / f"{table}.yaml")
+    for row in sweep.rows:
+        assert f"| {row.label} | {row.paper['AP']:.1f} | {row.paper['AP50']:.1f} | {row.paper['AP75']:.1f} |" in md
+    assert md.count("| done |") == sum(1 for r in sweep.rows if r.missing() is None)
+    assert "**scale**: smoke" in md and "**hardware**" in md and "**total time**" in md
+    assert (store / "reports" / f"{table}.png").stat().st_size > 1000
