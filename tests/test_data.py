@@ -195,3 +195,20 @@ def test_mosaic_centre_range_and_probability():
         assert img[cy:, cx:, 0].min() == 3 and img[:cy, cx:, 0].max() == 1  # quadrants in reading order
         centres += [cx, cy]
     assert 20 <= min(centres) < 30 and 70 < max(centres) <= 80  # uniform over [0.2, 0.8] of the side
+
+
+def test_yolo_txt_labels(tmp_path):
+    from bagof.data.formats import load_yolo
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images/a.jpg"), np.zeros((50, 100, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "images/b.jpg"), np.zeros((50, 100, 3), np.uint8))  # no label file: no boxes
+    (tmp_path / "labels/a.txt").write_text("1 0.5 0.5 0.2 0.4\n7 0.5 0.5 0.1 0.1\n")
+    coco, issues = load_yolo(tmp_path / "images", ["x", "y"])
+    assert len(coco["images"]) == 2 and issues["unknown_class"] == 1 and issues["image_without_boxes"] == 1
+    assert coco["annotations"][0]["category_id"] == 2
+    assert coco["annotations"][0]["bbox"] == pytest.approx([40.0, 15.0, 20.0, 20.0])
+    (tmp_path / "labels/a.txt").write_text("1 0.5 oops\n")
+    with pytest.raises(DatasetError, match=r"a\.txt:1"):
+        load_yolo(tmp_path / "images", ["x", "y"])

@@ -84,3 +84,21 @@ def test_loss_gradient_flows_and_handles_empty_targets():
 def test_unknown_box_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="loss.box='l1'"):
         YoloLoss("l1")
+
+
+def test_label_smoothing_changes_the_class_loss_as_computed():
+    out = zero_outputs()
+    with torch.no_grad():
+        out[0][0, 0, 1, 1, 5] = 2.0  # class logit at the positive cell (13, 12) -> (1, 1)
+    softplus2 = math.log1p(math.exp(2.0))
+    _, plain = YoloLoss("mse")(out, target(13, 12, 8, 8), ANCHORS, STRIDES, SXY)
+    _, smooth = YoloLoss("mse", label_smoothing=0.1)(out, target(13, 12, 8, 8), ANCHORS, STRIDES, SXY)
+    assert plain["cls"].item() == pytest.approx(softplus2 - 2.0 * 1.0, rel=1e-5)  # BCE(x, y) = softplus(x) - x y
+    assert smooth["cls"].item() == pytest.approx(softplus2 - 2.0 * 0.95, rel=1e-5)
+
+
+def test_toggle_configs_set_the_reference_values(compose):
+    cfg = compose(["+bof=[grid_sensitivity,iou_thresh,label_smoothing,cosine]"])
+    assert list(cfg.model.scale_x_y) == [1.2, 1.1, 1.05]
+    assert cfg.loss.iou_thresh == 0.213 and cfg.loss.label_smoothing == 0.1
+    assert cfg.train.scheduler.policy == "cosine"

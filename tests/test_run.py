@@ -24,7 +24,8 @@ def test_smoke_run_logs_metrics_params_and_artifacts(compose, tmp_path):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert {"val/AP", "val/AP50", "val/AP75", "val/APs", "val/APm", "val/APl", "train/loss"} <= set(run.data.metrics)
+    assert {"val/AP", "val/AP50", "val/AP75", "val/APs", "val/APm", "val/APl", "train/loss_step", "train/loss_epoch",
+            "train/loss_box", "lr-SGD/pg1"} <= set(run.data.metrics)
     assert run.data.metrics["val/AP"] == pytest.approx(ap)
     assert run.data.params["model.backbone"] == "cspdarknet53" and run.data.params["loss.box"] == "mse"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -49,8 +50,9 @@ def _cli(tmp_path, *args, timeout=600):
 
 
 def test_cli_multirun_one_run_per_feature(tmp_path):
-    """The users' form, exactly as typed: `python run.py +bof=mosaic,ciou -m` (here at smoke scale)."""
-    out = _cli(tmp_path, "+bof=mosaic,ciou", "-m", "scale=smoke")
+    """The users' form `python run.py +bof=mosaic,ciou -m`, with `scale=smoke` added (Hydra takes
+    overrides before the `-m` flag)."""
+    out = _cli(tmp_path, "+bof=mosaic,ciou", "scale=smoke", "-m")
     assert out.returncode == 0, out.stderr[-3000:]
     _, runs = _runs(tmp_path, "synthetic")
     assert len(runs) == 2

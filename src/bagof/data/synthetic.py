@@ -4,9 +4,9 @@ Six classes: ellipse, rectangle, triangle, cross, ring, star. Shape is what tell
 class also has a weak colour cue (hues centred 60 degrees apart, jittered by +-50 degrees, so
 neighbouring classes overlap and colour alone is ambiguous), which lets a small model start learning
 within minutes. Images hold 4 to 14 objects (fewer where
-they would overlap too much); sizes are log-uniform from 12 px to half the
+they would overlap too much); sizes are log-uniform from 12 px to 40% of the
 image side, so COCO's small / medium / large areas are all present; aspect ratios vary from 1:2 to
-2:1; objects may overlap (up to an IoU of 0.4, later shapes occlude earlier ones) and distractor
+2:1; objects may overlap (up to an IoU of 0.2, later shapes occlude earlier ones) and distractor
 strokes and blobs clutter the background. Each object's colour differs clearly from the background
 under it, so every object is visible (the task is hard for its shapes, not for invisible objects).
 Deterministic per seed (each image has its own seed derived from it), written once as COCO JSON +
@@ -26,7 +26,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CLASSES = ("ellipse", "rectangle", "triangle", "cross", "ring", "star")
-VERSION = 4  # bump when the generator changes, so old caches are not reused
+VERSION = 5  # bump when the generator changes, so old caches are not reused
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -106,7 +106,7 @@ def make_image(seed: int, size_range=(224, 288), n_objects=(4, 14)):
         else:
             cv2.circle(img, tuple(map(int, p[0])), int(rng.integers(2, 6)), colour, -1, cv2.LINE_AA)
     objects = []
-    side_max = 0.5 * min(h, w)
+    side_max = 0.4 * min(h, w)
     for _ in range(rng.integers(n_objects[0], n_objects[1] + 1)):
         for _attempt in range(10):
             side = math.exp(rng.uniform(math.log(12), math.log(side_max)))
@@ -116,7 +116,7 @@ def make_image(seed: int, size_range=(224, 288), n_objects=(4, 14)):
                 continue
             x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
             box = (x1, y1, x1 + bw, y1 + bh)
-            if all(_iou(box, o[1:]) < 0.4 for o in objects):
+            if all(_iou(box, o[1:]) < 0.2 for o in objects):
                 break
         else:
             continue
