@@ -69,3 +69,21 @@ def test_unknown_config_choice_is_a_clear_error(tmp_path, override, group):
     assert f"Could not find '{group}/{override.split('=')[1]}'" in out.stderr
     assert f"Available options in '{group}'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    import torch
+
+    from bagof.models.detector import YoloDetector
+    from bagof.ops.anchors import YOLOV3_ANCHORS
+    from bagof.tasks import DetectionTask
+
+    class NanLoss(torch.nn.Module):
+        def forward(self, outputs, *args):
+            return outputs[0].sum() * float("nan"), {}
+
+    model = YoloDetector("darknet53", 2, YOLOV3_ANCHORS, width=0.125, depth=0.33)
+    task = DetectionTask(model, NanLoss(), {"name": "sgd", "lr": 0.01}, {"policy": "steps"}, {})
+    batch = (torch.zeros(1, 3, 64, 64), torch.zeros(0, 6), [{}])
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 0.*train.optimizer.lr"):
+        task.training_step(batch, 0)
