@@ -87,3 +87,17 @@ def test_nms_max_keep_bounds_the_result():
     boxes = torch.tensor([[i * 20, 0, i * 20 + 10, 10] for i in range(10)], dtype=torch.float)
     scores = torch.linspace(0.1, 1.0, 10)
     assert nms(boxes, scores, 0.5, max_keep=3).tolist() == [9, 8, 7]
+
+
+def test_nms_equals_textbook_greedy_on_random_boxes():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=g) * 30 + 1], 1)
+    scores = torch.rand(300, generator=g)
+    iou = box_iou(boxes, boxes)
+    expected, alive = [], set(range(300))
+    for i in scores.argsort(descending=True).tolist():
+        if i in alive:
+            expected.append(i)
+            alive -= {j for j in alive if iou[i, j] > 0.45}
+    assert nms(boxes, scores, 0.45).tolist() == expected

@@ -19,13 +19,14 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_keep: 
     order = scores.argsort(descending=True)
     if order.numel() == 0:
         return order
-    iou = box_iou(boxes[order], boxes[order])
+    boxes = boxes[order]
     remaining = torch.arange(order.numel(), device=boxes.device)
     keep = []
+    # IoU row by row for kept boxes only: at most max_keep rows instead of the full n x n matrix
     while remaining.numel() and (max_keep is None or len(keep) < max_keep):
-        i = remaining[0]
+        i, rest = remaining[0], remaining[1:]
         keep.append(i)
-        remaining = remaining[1:][iou[i, remaining[1:]] <= iou_thresh]
+        remaining = rest[box_iou(boxes[i : i + 1], boxes[rest])[0] <= iou_thresh]
     return order[torch.stack(keep)]
 
 
