@@ -11,6 +11,8 @@ DATA    ?=
 SEEDS   ?= 1
 JOBS    ?= 1
 FORCE   ?=
+LAUNCHER ?= local
+SLURM   ?=
 TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
 
@@ -21,14 +23,17 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  make tableN     N=2..7: train the table's rows (reusing finished runs), write reports/tableN.{md,csv,png}"
 	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n JOBS=n FORCE=1"
+	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# a local wheel folder (the CPU build of torch on this project's machines) is used when present
+WHEELS  ?= /opt/wheels
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q $(if $(wildcard $(WHEELS)),--find-links $(WHEELS)) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install bagof with its dev tools
@@ -47,7 +52,7 @@ bench: install  ## benchmarks: training images/s and memory, paper-scale latency
 
 $(TABLES): install  # train the table's rows, write reports/tableN.{md,csv,png}
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
-	  --jobs $(JOBS) $(if $(FORCE),--force) $(ARGS)
+	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
 
 tables: install  ## every table in turn (a failing table does not stop the others)
 	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc

@@ -154,3 +154,17 @@ def test_make_table_smoke_end_to_end(store, table):
     assert md.count("| done |") == sum(1 for r in sweep.rows if r.missing() is None)
     assert "**scale**: smoke" in md and "**hardware**" in md and "**total time**" in md
     assert (store / "reports" / f"{table}.png").stat().st_size > 1000
+
+
+def test_submitit_launcher_path(store):
+    """LAUNCHER=slurm goes through submitit; its local mode runs the same path here (no cluster needed)."""
+    path = _write_sweep(store, """\
+        - label: base
+          paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
+        """, name="tablez")
+    assert main(["run", str(path), "--scale", "smoke", "--launcher", "submitit-local", "--slurm", "timeout_min=30",
+                 "--out", str(store / "reports")]) == 0
+    client, exp, _ = _parents(store, "tablez")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
+    assert run.info.status == "FINISHED" and "val/AP" in run.data.metrics
+    assert list((store / "outputs" / "submitit").iterdir())  # submitit's job folder with its logs

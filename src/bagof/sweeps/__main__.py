@@ -45,6 +45,10 @@ def main(argv=None) -> int:
     r.add_argument("--seeds", type=int, default=1)
     r.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
     r.add_argument("--force", action="store_true", help="retrain even when a finished identical run exists")
+    r.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                   help="where rows run: local processes, SLURM jobs (submitit), or submitit's local mode")
+    r.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a submitit/SLURM option, repeatable: --slurm partition=gpu --slurm gpus_per_node=1")
     r.add_argument("--out", default="reports")
     r.add_argument("overrides", nargs="*", help="Hydra overrides applied to every row")
     rep = sub.add_parser("report", help="rebuild the report from the MLflow store, without training")
@@ -64,7 +68,8 @@ def main(argv=None) -> int:
             row.not_implemented = row.not_implemented or f"{sweep.task} task not implemented yet"
     client = mlflow.MlflowClient(tracking_uri())
     if a.cmd == "run":
-        inv = Invocation(a.scale, a.data or sweep.data, a.seeds, a.jobs, a.force, tuple(a.overrides))
+        inv = Invocation(a.scale, a.data or sweep.data, a.seeds, a.jobs, a.force, tuple(a.overrides), a.launcher,
+                         tuple(a.slurm))
         parent_id, _ = run_sweep(sweep, inv)
         exp_id = client.get_run(parent_id).info.experiment_id
         return _finish(sweep, inv, client, exp_id, parent_id, Path(a.out))

@@ -2,7 +2,10 @@
 parent run per invocation, reusing FINISHED runs with the same config hash, seed and code version.
 
 Each job runs in a fresh worker process (``JOBS`` at a time): a crash or a leak in one row cannot take
-the others or the driver down, and the driver records it as FAILED and goes on.
+the others or the driver down, and the driver records it as FAILED and goes on. ``launcher`` picks
+where: ``local`` (a process pool on this machine), ``slurm`` (one SLURM job per row and seed through
+submitit; ``slurm`` options such as ``partition=gpu gpus_per_node=1 timeout_min=720``), or
+``submitit-local`` (the same submitit path as local processes, to try a cluster setup on a laptop).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 import mlflow
 from hydra import compose, initialize_config_dir
@@ -39,6 +43,8 @@ class Invocation:
     jobs: int = 1
     force: bool = False
     extra: tuple[str, ...] = ()
+    launcher: str = "local"
+    slurm: tuple[str, ...] = ()  # key=value options for submitit (partition=..., gpus_per_node=...)
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
         return [f"data={self.data}", f"scale={self.scale}", *sweep.overrides, *row.hydra_overrides(),
@@ -143,26 +149,50 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log.info("%s: %d runs to train, %d reused, %d not implemented", sweep.name, len(todo),
              sum(1 for r in records if r.get("cached")), sum(1 for r in records if r["status"] == "NOT_IMPLEMENTED"))
-    # a fresh process per job (spawn: no forked torch/MLflow state)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_job, y, rec["run_id"], threads): rec for rec, y in todo}
-        for fut in as_completed(futures):
-            rec = futures[fut]
-            try:
-                out = fut.result()
-            except BaseException as e:  # the worker process itself died
-                out = {"status": "FAILED", "error": f"worker died: {type(e).__name__}: {e}"}
-            rec.update(status=out["status"], error=out.get("error"))
-            if out["status"] != "FINISHED":
-                client.set_tag(rec["run_id"], "error", out.get("error", ""))
-                client.set_terminated(rec["run_id"], "FAILED")
-                log.error("%s seed %d FAILED: %s", rec["row"], rec["seed"], out.get("error"))
-            else:
-                log.info("%s seed %d done: %s", rec["row"], rec["seed"],
-                         "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
+    for rec, out in _execute(todo, inv, threads):
+        rec.update(status=out["status"], error=out.get("error"))
+        if out["status"] != "FINISHED":
+            client.set_tag(rec["run_id"], "error", out.get("error", ""))
+            client.set_terminated(rec["run_id"], "FAILED")
+            log.error("%s seed %d FAILED: %s", rec["row"], rec["seed"], out.get("error"))
+        else:
+            log.info("%s seed %d done: %s", rec["row"], rec["seed"],
+                     "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
     client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
     client.log_metric(pid, "trained_runs", len(todo))
     return pid, records
+
+
+def _execute(todo, inv: Invocation, threads: int):
+    """Yields (record, outcome) as jobs end, whichever launcher runs them."""
+    if inv.launcher == "local":
+        # a fresh process per job (spawn: no forked torch/MLflow state)
+        with ProcessPoolExecutor(max(1, inv.jobs), mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_job, y, rec["run_id"], threads): rec for rec, y in todo}
+            for fut in as_completed(futures):
+                try:
+                    yield futures[fut], fut.result()
+                except BaseException as e:  # the worker process itself died
+                    yield futures[fut], {"status": "FAILED", "error": f"worker died: {type(e).__name__}: {e}"}
+        return
+    if inv.launcher not in ("slurm", "submitit-local"):
+        raise ValueError(f"launcher {inv.launcher!r}: choose local, slurm or submitit-local")
+    import submitit
+
+    folder = Path(os.environ.get("BAGOF_ROOT", ".")) / "outputs" / "submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster="local" if inv.launcher == "submitit-local" else "slurm")
+    params = {"timeout_min": 24 * 60, "cpus_per_task": threads}
+    for kv in inv.slurm:
+        key, _, value = kv.partition("=")
+        params[key if key in ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "nodes", "name")
+               else f"slurm_{key}"] = int(value) if value.isdigit() else value
+    executor.update_parameters(**params)
+    jobs = [(rec, executor.submit(_job, y, rec["run_id"], threads)) for rec, y in todo]
+    for rec, job in jobs:
+        try:
+            yield rec, job.result()
+        except BaseException as e:  # the cluster job died (killed, out of time, node failure)
+            yield rec, {"status": "FAILED", "error": f"job {job.job_id} died: {type(e).__name__}: {str(e)[:300]}"}
 
 
 def hardware() -> str:
