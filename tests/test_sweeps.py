@@ -1,6 +1,5 @@
 """The table engine: sweep files, result cache, failures, reports rebuilt from MLflow."""
 import math
-import os
 import subprocess
 import textwrap
 
@@ -74,7 +73,7 @@ def test_config_hash_ignores_paths_and_logging_not_features(compose, tmp_path, m
 
 def _write_sweep(tmp_path, rows: str, name="tablex"):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(textwrap.dedent("""\
         title: test sweep
         task: detection
         data: synthetic

@@ -11,7 +11,7 @@ import mlflow
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
 from .report import collect, header_for, write_report
-from .runner import TAG_KIND, Invocation, experiment_id, run_sweep, tracking_uri
+from .runner import TAG_KIND, Invocation, run_sweep, tracking_uri
 from .spec import SweepError, load_sweep
 
 log = logging.getLogger("bagof.sweeps")

@@ -15,7 +15,7 @@ import mlflow
 from scipy import stats
 
 from .cache import CODE_VERSION
-from .runner import TAG_KIND, Invocation, compose_row, config_hash, find_finished
+from .runner import Invocation, compose_row, config_hash, find_finished
 from .spec import Row, Sweep
 
 

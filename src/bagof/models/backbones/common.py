@@ -33,6 +33,25 @@ def shortcut_add(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
 
 
 class Backbone(nn.Module):
+    """A stem then ``stages``; returns the outputs of the last three stages (strides 8, 16, 32).
+
+    Subclasses build ``stem`` and ``stages`` and call ``_finish`` with each stage's output channels.
+    """
+
     out_channels: tuple[int, int, int]
     #: channels of the last stage (the classifier head's input)
     num_features: int
+
+    def _finish(self, stage_channels: list[int]) -> None:
+        self.out_channels = tuple(stage_channels[-3:])
+        self.num_features = stage_channels[-1]
+        self._first_out = len(stage_channels) - 3
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i >= self._first_out:
+                outs.append(x)
+        return outs

@@ -57,14 +57,4 @@ class CSPDarknet53(Backbone):
             stages.append(CSPStage(c, s.c(w), s.n(n), act, first=i == 0))
             c = s.c(w)
         self.stages = nn.ModuleList(stages)
-        self.out_channels = tuple(s.c(w) for w in self.WIDTHS[2:])
-        self.num_features = c
-
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 2:
-                outs.append(x)
-        return outs
+        self._finish([s.c(w) for w in self.WIDTHS])

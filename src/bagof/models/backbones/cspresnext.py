@@ -69,14 +69,4 @@ class CSPResNeXt50(Backbone):
             stages.append(CSPResNeXtStage(c, s.c(w), s.n(n), act, i, s))
             c = 2 * s.c(w)
         self.stages = nn.ModuleList(stages)
-        self.out_channels = tuple(2 * s.c(w) for w in self.WIDTHS[1:])
-        self.num_features = c
-
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 1:
-                outs.append(x)
-        return outs
+        self._finish([2 * s.c(w) for w in self.WIDTHS])

@@ -23,14 +23,4 @@ class Darknet53(Backbone):
             stages.append(nn.Sequential(ConvBNAct(c, cw, 3, 2, act), *(DarkResidual(cw, cw // 2, act) for _ in range(s.n(n)))))
             c = cw
         self.stages = nn.ModuleList(stages)
-        self.out_channels = tuple(s.c(w) for w in self.WIDTHS[2:])
-        self.num_features = c
-
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 2:
-                outs.append(x)
-        return outs
+        self._finish([s.c(w) for w in self.WIDTHS])
