@@ -1,14 +1,21 @@
 """Hydra entry point: `python run.py [overrides]`, `python run.py +bof=mosaic,ciou -m`."""
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from bagof.config import CONFIG_DIR
+from bagof.errors import BagofError
 from bagof.train import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except BagofError as e:  # bad input or options: the message says what to do; no traceback
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

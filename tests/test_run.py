@@ -87,3 +87,19 @@ def test_nan_loss_stops_with_a_clear_error():
     batch = (torch.zeros(1, 3, 64, 64), torch.zeros(0, 6), [{}])
     with pytest.raises(FloatingPointError, match="training loss is nan at step 0.*train.optimizer.lr"):
         task.training_step(batch, 0)
+
+
+def test_contradictory_toggles_are_refused(tmp_path):
+    out = _cli(tmp_path, "+bof=[giou,ciou]", "scale=smoke", timeout=120)
+    assert out.returncode == 2
+    assert "error: contradictory feature toggles: ciou and giou both set the box loss" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    env_root = tmp_path / "nowhere"
+    out = subprocess.run([sys.executable, "run.py", "data=bccd", "scale=smoke", f"paths.datasets={env_root}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, BAGOF_ROOT=str(tmp_path)))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"VOC split file not found: {env_root}/BCCD/ImageSets/Main/test.txt" in out.stderr

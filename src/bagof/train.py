@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from .config import flatten
+from .features import check_features
 from .tasks import DetectionTask
 from .utils.callbacks import EpochSummary
 from .utils.visualize import draw_predictions
@@ -46,6 +47,7 @@ def train(cfg: DictConfig) -> float:
 
 def fit(cfg: DictConfig) -> RunResult:
     """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
+    check_features(cfg)
     t0 = time.time()
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

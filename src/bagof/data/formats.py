@@ -21,10 +21,12 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+from ..errors import BagofError
+
 log = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
+class DatasetError(BagofError):
     """A dataset file or option is unusable; the message names it and says what to do."""
 
 

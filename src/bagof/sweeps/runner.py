@@ -26,6 +26,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..config import CONFIG_DIR
+from ..features import check_features
 from .cache import CODE_VERSION, config_hash
 from .spec import Row, Sweep
 
@@ -52,8 +53,13 @@ class Invocation:
 
 
 def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int) -> DictConfig:
+    """The row's config; contradictory toggles or a table run without MLflow fail here, at config time."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=inv.overrides(sweep, row, seed))
+        cfg = compose("config", overrides=inv.overrides(sweep, row, seed))
+    check_features(cfg)
+    if "_target_" not in cfg.logger:
+        raise ValueError("table rows are logged to MLflow: remove logger=none from the overrides")
+    return cfg
 
 
 def tracking_uri() -> str:

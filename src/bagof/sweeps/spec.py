@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..config import CONFIG_DIR
+from ..errors import BagofError
 
 
 @dataclass
@@ -58,7 +59,7 @@ class Sweep:
         return next((r for r in self.rows if r.label == self.baseline), None)
 
 
-class SweepError(ValueError):
+class SweepError(BagofError):
     pass
 
 
