@@ -17,7 +17,7 @@ TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow bench ui clean tables report $(TABLES)
+.PHONY: help install run test test-slow bench ui clean tables report anchors $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ $(TABLES): install  # train the table's rows, write reports/tableN.{md,csv,png}
 
 tables: install  ## every table in turn (a failing table does not stop the others)
 	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
+
+anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> conf/anchors/<data>.yaml
+	$(PYTHON) -m bagof.data.anchors data=$(or $(DATA),bccd) scale=$(SCALE) $(ARGS)
 
 report: install  ## rebuild reports/table$(TABLE).* from the MLflow store, no training (TABLE=4)
 	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)

@@ -12,6 +12,21 @@ if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
 
 
+def optimized_anchors(data_name: str, key: str):
+    """``${anchors:<data name>,<key>}``: a value from conf/anchors/<data name>.yaml (made by `make anchors`)."""
+    path = Path(CONFIG_DIR) / "anchors" / f"{data_name}.yaml"
+    if not path.is_file():
+        from .errors import BagofError
+
+        raise BagofError(f"no optimized anchors for data={data_name} ({path} missing): "
+                         f"run `make anchors DATA={data_name}` first")
+    return OmegaConf.load(path)[key]
+
+
+if not OmegaConf.has_resolver("anchors"):
+    OmegaConf.register_new_resolver("anchors", optimized_anchors)
+
+
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
     """Nested config -> {'a.b.c': value} for MLflow params (values as short strings)."""
     out = {}

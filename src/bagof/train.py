@@ -14,8 +14,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from .config import flatten
+from .errors import BagofError
 from .features import check_features
 from .tasks import DetectionTask
 from .utils.callbacks import EpochSummary
@@ -47,6 +49,7 @@ def train(cfg: DictConfig) -> float:
 
 def fit(cfg: DictConfig) -> RunResult:
     """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
+    _resolve(cfg)
     check_features(cfg)
     t0 = time.time()
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
@@ -77,6 +80,19 @@ def fit(cfg: DictConfig) -> RunResult:
         logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
     _print_summary(cfg, metrics, logger, time.time() - t0, task.coco_summary)
     return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
+
+
+def _resolve(cfg: DictConfig) -> None:
+    """Resolves every interpolation now, so a config problem surfaces as its own clear error."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as e:
+        cause = e
+        while cause is not None and not isinstance(cause, BagofError):  # OmegaConf wraps the resolver's error
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _log_artifacts(logger, cfg: DictConfig, task, datamodule) -> None:
