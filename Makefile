@@ -60,7 +60,7 @@ tables: install  ## every table in turn (a failing table does not stop the other
 anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> conf/anchors/<data>.yaml
 	$(PYTHON) -m bagof.data.anchors data=$(or $(DATA),bccd) scale=$(SCALE) $(ARGS)
 
-report: install  ## rebuild reports/table$(TABLE).* from the MLflow store, no training (TABLE=4)
+report: install  ## rebuild reports/tableN.* from the MLflow store, no training (TABLE=N, default 4)
 	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)
 
 ui: install  ## MLflow UI over the local store (sqlite:///mlflow.db) at http://127.0.0.1:5000
