@@ -152,6 +152,7 @@ def test_make_table_smoke_end_to_end(store, table):
         assert f"| {row.label} | {row.paper['AP']:.1f} | {row.paper['AP50']:.1f} | {row.paper['AP75']:.1f} |" in md
     assert md.count("| done |") == sum(1 for r in sweep.rows if r.missing() is None)
     assert "**scale**: smoke" in md and "**hardware**" in md and "**total time**" in md
+    assert "**command**: `python -m bagof.sweeps run " in md
     assert (store / "reports" / f"{table}.png").stat().st_size > 1000
 
 

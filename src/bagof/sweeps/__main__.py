@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import logging
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     rep.add_argument("sweep")
     rep.add_argument("--parent", default=None, help="parent run id (default: the latest invocation)")
     rep.add_argument("--out", default="reports")
+    argv = sys.argv[1:] if argv is None else argv
     a = p.parse_args(argv)
     try:
         sweep = load_sweep(a.sweep)
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     client = mlflow.MlflowClient(tracking_uri())
     if a.cmd == "run":
         inv = Invocation(a.scale, a.data or sweep.data, a.seeds, a.jobs, a.force, tuple(a.overrides), a.launcher,
-                         tuple(a.slurm))
+                         tuple(a.slurm), command="python -m bagof.sweeps " + shlex.join(argv))
         parent_id, _ = run_sweep(sweep, inv)
         exp_id = client.get_run(parent_id).info.experiment_id
         return _finish(sweep, inv, client, exp_id, parent_id, Path(a.out))

@@ -46,6 +46,7 @@ class Invocation:
     extra: tuple[str, ...] = ()
     launcher: str = "local"
     slurm: tuple[str, ...] = ()  # key=value options for submitit (partition=..., gpus_per_node=...)
+    command: str = ""            # the command line, for the report's header
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
         return [f"data={self.data}", f"scale={self.scale}", *sweep.overrides, *row.hydra_overrides(),
@@ -112,7 +113,7 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         art = compose("config").logger.artifact_location
     exp_id = experiment_id(client, sweep.name, art)
-    cmd = " ".join(shlex.quote(a) for a in sys.argv)
+    cmd = inv.command or " ".join(shlex.quote(a) for a in sys.argv)
     parent = client.create_run(exp_id, run_name=f"{sweep.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={
         TAG_KIND: "table", "scale": inv.scale, "data": inv.data, "seeds": str(inv.seeds),
         "extra_overrides": " ".join(inv.extra), "command": cmd, "code_version": CODE_VERSION,
