@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -73,7 +74,10 @@ def fit(cfg: DictConfig) -> RunResult:
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         enable_progress_bar=t.progress_bar, enable_model_summary=False, deterministic=False,
     )
-    trainer.fit(task, datamodule=datamodule)
+    try:
+        trainer.fit(task, datamodule=datamodule)  # the MLflow logger uploads the checkpoint as it finishes
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     metrics = task.last_metrics
     if logger is not None:
         _log_artifacts(logger, cfg, task, datamodule)
