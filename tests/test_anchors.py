@@ -25,10 +25,15 @@ def test_kmeans_needs_enough_boxes():
 
 def test_optimized_anchors_toggle_reads_the_generated_file(compose):
     need(DATASETS / "BCCD")
+    from omegaconf import OmegaConf
+
+    from bagof.config import CONFIG_DIR
+
+    made = OmegaConf.load(f"{CONFIG_DIR}/anchors/bccd.yaml")
     cfg = compose(["data=bccd", "+bof=optimized_anchors"])
-    assert cfg.model.anchors_size == 256 and len(cfg.model.anchors) == 9
+    assert cfg.model.anchors == made.anchors and cfg.model.anchors_size == made.img_size == 256
     areas = [w * h for w, h in cfg.model.anchors]
-    assert areas == sorted(areas)
+    assert areas == sorted(areas) and cfg.model.anchors != compose(["data=bccd"]).model.anchors
 
 
 def test_optimized_anchors_missing_file_is_a_clear_error(compose):

@@ -211,3 +211,15 @@ def test_yolo_txt_labels(tmp_path):
     (tmp_path / "labels/a.txt").write_text("1 0.5 oops\n")
     with pytest.raises(DatasetError, match=r"a\.txt:1"):
         load_yolo(tmp_path / "images", ["x", "y"])
+
+
+def test_mosaic_draws_follow_the_run_seed():
+    ds = _Painted()
+    coco = {"images": [], "annotations": [], "categories": []}
+
+    def draws(seed):
+        torch.manual_seed(seed)
+        rng = DetectionDataset(coco, 64).rng  # as built after seed_everything
+        return [Mosaic(p=1.0).combine(ds.items, rng)[1].tolist() for _ in range(3)]
+
+    assert draws(5) == draws(5) and draws(5) != draws(6)

@@ -51,7 +51,8 @@ class DetectionDataset(Dataset):
                  mix=None):
         self.coco, self.img_size, self.transform, self.name = coco, img_size, transform, name
         self.mix = mix  # a multi-image step (e.g. Mosaic) applied before the per-image transform
-        self.rng = np.random.default_rng()
+        # seeded from torch (set by seed_everything), so runs with the same seed draw the same mixes
+        self.rng = np.random.default_rng(torch.initial_seed() % 2**32)
         self.cat_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
         per_image: dict[int, list] = {im["id"]: [] for im in coco["images"]}
         for a in coco["annotations"]:

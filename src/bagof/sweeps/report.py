@@ -75,7 +75,7 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
     return out
 
 
-def _fmt(m, s=None, h=None) -> str:
+def _fmt(m, s=None) -> str:
     if m is None or (isinstance(m, float) and math.isnan(m)):
         return ""
     txt = f"{m:.1f}"
