@@ -65,11 +65,13 @@ def fit(cfg: DictConfig) -> RunResult:
     if logger is not None:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.set_tag(logger.run_id, "data_issues", dict(datamodule.issues) or "none")
+    # training-time features that hook into the loop (CmBN, SAT, DropBlock's schedule) come from toggles
+    features = [hydra.utils.instantiate(c) for c in (t.get("callbacks") or {}).values()]
     ckpt_dir = tempfile.mkdtemp(prefix="bagof-ckpt-")
     trainer = L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, precision=t.precision,
         accumulate_grad_batches=t.accumulate, logger=logger if logger is not None else False,
-        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1), EpochSummary()] + ([LearningRateMonitor("step")] if logger else []),
+        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1), EpochSummary(), *features] + ([LearningRateMonitor("step")] if logger else []),
         check_val_every_n_epoch=1, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         enable_progress_bar=t.progress_bar, enable_model_summary=False, deterministic=False,

@@ -11,7 +11,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..ops.letterbox import Letterbox, letterbox
+from .mixing import CutMix, MixUp
 from .mosaic import Mosaic
+from .multiscale import MultiScaleBatchSampler
 from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
 from .synthetic import ensure_synthetic
 from .transforms import build_train_transform
@@ -48,9 +50,10 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, coco: dict, img_size: int, transform=None, cache: bool = False, name: str = "data",
-                 mix=None):
+                 mix=None, pairs=()):
         self.coco, self.img_size, self.transform, self.name = coco, img_size, transform, name
         self.mix = mix  # a multi-image step (e.g. Mosaic) applied before the per-image transform
+        self.pairs = list(pairs)  # two-image steps (MixUp, CutMix) applied after it
         # seeded from torch (set by seed_everything), so runs with the same seed draw the same mixes
         self.rng = np.random.default_rng(torch.initial_seed() % 2**32)
         self.cat_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
@@ -103,21 +106,40 @@ class DetectionDataset(Dataset):
             img, lb = letterbox(raw, self.img_size)
         return img, lb.forward_boxes(self.boxes[i]), self.labels[i], lb
 
-    def __getitem__(self, i: int):
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``i`` through the multi-image steps: (image, boxes, labels), before the transform."""
+        img, boxes, labels = self.mix(self, i, self.rng) if self.mix is not None else self.load(i)[:3]
+        for step in self.pairs:
+            img, boxes, labels = step((img, boxes, labels), lambda: self.sample_plain(), self.rng)
+        return img, boxes, labels
+
+    def sample_plain(self):
+        """A random partner for a two-image step (mosaicked when Mosaic is on)."""
+        j = int(self.rng.integers(0, len(self)))
+        return self.mix(self, j, self.rng) if self.mix is not None else self.load(j)[:3]
+
+    def __getitem__(self, i):
+        size = None
+        if isinstance(i, tuple):  # (index, input size) from the multi-scale batch sampler
+            i, size = i
         try:
-            if self.mix is not None:
-                img, boxes, labels = self.mix(self, i, self.rng)
+            if self.mix is not None or self.pairs:
+                img, boxes, labels = self.sample(i)
                 lb = None
             else:
                 img, boxes, labels, lb = self.load(i)
         except DatasetError as e:  # lazily read sets: skip an unreadable image, counted in the log
             self.corrupt.warn("corrupt_image", f"{e}, replaced by the next image")
-            return self[(i + 1) % len(self)]
+            return self[((i + 1) % len(self), size) if size is not None else (i + 1) % len(self)]
         if self.transform is not None:
             out = self.transform(image=img, bboxes=boxes, labels=labels)
             img = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], dtype=np.int64)
+        if size is not None and size != img.shape[0]:
+            boxes = boxes * (size / img.shape[0])
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+            lb = None  # training samples only; their letterbox is not needed
         im = self.images[i]
         meta = {"image_id": im["id"], "width": im["width"], "height": im["height"], "letterbox": lb}
         target = np.concatenate([labels[:, None].astype(np.float32), boxes], 1)
@@ -140,17 +162,22 @@ def collate(batch):
 class DetectionDataModule(L.LightningDataModule):
     def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 416, batch_size: int = 16,
                  num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
-                 mosaic: float = 0.0):
+                 mosaic: float = 0.0, mixup: float | dict = 0.0, cutmix: float | dict = 0.0,
+                 multiscale: dict | None = None):
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.num_classes, self.img_size, self.batch_size = num_classes, img_size, batch_size
         self.num_workers, self.cache_ram_mb, self.name = num_workers, cache_ram_mb, name
         self.augment = dict(augment or {})
         self.mosaic = mosaic
+        # two-image mixes: a probability, or the step's keyword arguments (p, alpha, min_visibility)
+        self.mixes = [cls(**(m if isinstance(m, dict) else {"p": m})) for cls, m in ((MixUp, mixup), (CutMix, cutmix))
+                      if (m.get("p", 0) if isinstance(m, dict) else m) > 0]
+        self.multiscale = dict(multiscale) if multiscale else None  # random shapes / DM (see multiscale.py)
         self.train_set = self.val_set = None
         self.issues = Issues()
 
-    def _build(self, spec: dict, transform, split: str, mix=None) -> DetectionDataset:
+    def _build(self, spec: dict, transform, split: str, mix=None, pairs=()) -> DetectionDataset:
         coco, issues = load_source(spec)
         self.issues.update(issues)
         if len(coco["categories"]) != self.num_classes:
@@ -159,14 +186,15 @@ class DetectionDataModule(L.LightningDataModule):
         if not coco["images"]:
             raise DatasetError(f"the {split} split of {self.name!r} has no usable images ({spec})")
         cache = len(coco["images"]) * self.img_size**2 * 3 / 2**20 <= self.cache_ram_mb
-        return DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix)
+        return DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix, pairs)
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is None:
             self.val_set = self._build(self.val_spec, None, "val")
         if stage in (None, "fit") and self.train_set is None:
             mix = Mosaic(self.mosaic) if self.mosaic > 0 else None
-            self.train_set = self._build(self.train_spec, build_train_transform(**self.augment), "train", mix)
+            self.train_set = self._build(self.train_spec, build_train_transform(**self.augment), "train", mix,
+                                        self.mixes)
             names = [c["name"] for c in self.train_set.coco["categories"]]
             if names != [c["name"] for c in self.val_set.coco["categories"]]:
                 raise DatasetError(f"{self.name!r}: train and val categories differ; they must be the same list")
@@ -183,7 +211,12 @@ class DetectionDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        if self.multiscale is None:
+            return self._loader(self.train_set, True)
+        sampler = MultiScaleBatchSampler(len(self.train_set), self.batch_size, self.img_size,
+                                         seed=torch.initial_seed() % 2**32, **self.multiscale)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate,
+                          worker_init_fn=_seed_worker, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)

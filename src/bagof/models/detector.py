@@ -9,6 +9,7 @@ from torch import nn
 from .backbones import BACKBONES
 from .heads import YoloHead
 from .layers import make_divisible
+from .layers.dropblock import DropBlock2d
 from .necks import YoloNeck
 
 STRIDES = (8, 16, 32)
@@ -20,13 +21,14 @@ class YoloDetector(nn.Module):
     Anchors are given for an input of ``anchors_size`` pixels (416 for YOLOv3's, 512 for the paper's
     optimized set) and rescaled to ``img_size``, so a reduced-resolution run keeps their relative size.
     ``scale_x_y``: grid-sensitivity factor per stride (1.0 = YOLOv3; REFERENCE.md "S").
+    ``dropblock``: ``{drop_prob, block_size}`` puts DropBlock on each neck output, before the heads.
     """
 
     def __init__(self, backbone: str, num_classes: int, anchors: Sequence[Sequence[float]], width: float = 1.0,
                  depth: float = 1.0, backbone_act: str = "mish", neck_act: str = "leaky", neck: str = "pan",
                  spp: bool = True, neck_channels: Sequence[int] = (128, 256, 512),
                  scale_x_y: Sequence[float] = (1.0, 1.0, 1.0), img_size: int | None = None,
-                 anchors_size: int | None = None):
+                 anchors_size: int | None = None, dropblock: dict | None = None):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone={backbone!r}: choose one of {sorted(BACKBONES)}")
@@ -39,13 +41,17 @@ class YoloDetector(nn.Module):
         self.backbone = BACKBONES[backbone](width=width, depth=depth, act=backbone_act)
         chans = [c if width == 1.0 else make_divisible(c * width) for c in neck_channels]
         self.neck = YoloNeck(self.backbone.out_channels, chans, kind=neck, spp=spp, act=neck_act)
+        self.dropblock = nn.ModuleList(DropBlock2d(**dropblock) for _ in STRIDES) if dropblock else None
         self.head = YoloHead(self.neck.out_channels, num_classes, anchors.shape[0] // len(STRIDES), neck_act)
         self.register_buffer("anchors", anchors.view(len(STRIDES), -1, 2), persistent=False)
         self.register_buffer("scale_x_y", torch.tensor(list(scale_x_y), dtype=torch.float32), persistent=False)
         self.strides = STRIDES
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.head(self.neck(self.backbone(x)))
+        feats = self.neck(self.backbone(x))
+        if self.dropblock is not None:
+            feats = [drop(f) for drop, f in zip(self.dropblock, feats)]
+        return self.head(feats)
 
     def decode(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Raw maps -> (B, N, 5 + C): cx, cy, w, h in input pixels, objectness and class probabilities."""

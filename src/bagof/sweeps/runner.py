@@ -49,7 +49,7 @@ class Invocation:
     command: str = ""            # the command line, for the report's header
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
-        return [f"data={self.data}", f"scale={self.scale}", *sweep.overrides, *row.hydra_overrides(),
+        return [f"data={self.data}", f"scale={self.scale}", *sweep.overrides, *row.hydra_overrides(self.scale),
                 *self.extra, f"seed={seed}", f"experiment={sweep.name}"]
 
 

@@ -1,7 +1,8 @@
 """A sweep file (``sweeps/tableN.yaml``): the table's title, task, shared overrides, and its rows.
 
 Row keys: ``label``; ``bof`` / ``bos`` (toggle names, configs in ``conf/bof`` / ``conf/bos``);
-``overrides`` (plain Hydra overrides); ``paper`` (the paper's figures); optional ``flags`` (the paper's
+``overrides`` (plain Hydra overrides); ``scale_overrides`` (``{scale: [overrides]}``, for a row whose
+setting depends on the scale, e.g. splitting the cpu scale's batch into mini-batches); ``paper`` (the paper's figures); optional ``flags`` (the paper's
 columns, for the report) and ``not_implemented`` (a reason, for rows needing more than a toggle).
 A row naming a toggle whose config does not exist yet is "not implemented" too: it is kept in the
 report and never trained, so rows light up as features land.
@@ -24,6 +25,7 @@ class Row:
     bof: list[str] = field(default_factory=list)
     bos: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    scale_overrides: dict[str, list[str]] = field(default_factory=dict)
     flags: dict = field(default_factory=dict)
     not_implemented: str | None = None
 
@@ -35,12 +37,12 @@ class Row:
                 if not (Path(CONFIG_DIR) / g / f"{n}.yaml").is_file()]
         return f"toggle {', '.join(gone)} not implemented yet" if gone else None
 
-    def hydra_overrides(self) -> list[str]:
+    def hydra_overrides(self, scale: str | None = None) -> list[str]:
         out = []
         for group, names in (("bof", self.bof), ("bos", self.bos)):
             if names:
                 out.append(f"+{group}=[{','.join(names)}]")
-        return out + list(self.overrides)
+        return out + list(self.overrides) + list(self.scale_overrides.get(scale, []))
 
 
 @dataclass

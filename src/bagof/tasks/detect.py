@@ -30,11 +30,14 @@ class DetectionTask(L.LightningModule):
     def forward(self, x):
         return self.model(x)
 
+    def compute_loss(self, imgs: torch.Tensor, targets: torch.Tensor):
+        """(total loss, parts) of ``imgs`` against ``targets`` (M, 6) [image, class, x1, y1, x2, y2]."""
+        m = self.model
+        return self.loss(m(imgs), targets, m.anchors, m.strides, m.scale_x_y)
+
     def training_step(self, batch, batch_idx):
         imgs, targets, _ = batch
-        outputs = self.model(imgs)
-        m = self.model
-        loss, parts = self.loss(outputs, targets, m.anchors, m.strides, m.scale_x_y)
+        loss, parts = self.compute_loss(imgs, targets)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} (parts {parts}); "
                                      "lower train.optimizer.lr or raise train.scheduler.burn_in")
@@ -79,6 +82,7 @@ class DetectionTask(L.LightningModule):
     def configure_optimizers(self):
         cfg = dict(self.opt_cfg)
         name, wd = cfg.pop("name"), cfg.pop("weight_decay", 0.0)
+        cfg["lr"] = cfg["lr"] * cfg.pop("lr_factor", 1.0)  # e.g. the GA toggle's factor on the scale's lr
         # Darknet decays conv weights only; BN parameters and biases are not decayed.
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
