@@ -20,6 +20,9 @@ class DetectionTask(L.LightningModule):
                  eval_every: int = 1):
         super().__init__()
         self.model, self.loss = model, loss
+        if getattr(model, "gaussian", False) != getattr(loss, "gaussian", False):
+            raise ValueError("model.gaussian and loss.gaussian must agree (the Gaussian YOLO head needs its loss): "
+                             "use +bos=gaussian, which sets both")
         self.opt_cfg, self.sched_cfg, self.post_cfg = dict(optimizer), dict(scheduler), dict(postprocess)
         self.eval_every = eval_every
         self._results: list[dict] = []

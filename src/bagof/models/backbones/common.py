@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import make_divisible
+from ..layers.fusion import WeightedSum
 
 
 class Scaler:
@@ -23,13 +24,14 @@ class Scaler:
         return blocks if self.depth == 1.0 else max(1, math.ceil(blocks * self.depth))
 
 
-def shortcut_add(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """Darknet's ``[shortcut]``: adds over the channels both have (zero-pads the narrower input)."""
-    if x.shape[1] == residual.shape[1]:
-        return x + residual
+def shortcut_add(x: torch.Tensor, residual: torch.Tensor, fuse: WeightedSum | None = None) -> torch.Tensor:
+    """Darknet's ``[shortcut]``: adds over the channels both have (zero-pads the narrower input).
+    ``fuse`` (MiWRC): a learned fast-normalised weighted sum instead of the plain sum."""
     if residual.shape[1] < x.shape[1]:
-        return x + F.pad(residual, (0, 0, 0, 0, 0, x.shape[1] - residual.shape[1]))
-    return x + residual[:, : x.shape[1]]
+        residual = F.pad(residual, (0, 0, 0, 0, 0, x.shape[1] - residual.shape[1]))
+    elif residual.shape[1] > x.shape[1]:
+        residual = residual[:, : x.shape[1]]
+    return x + residual if fuse is None else fuse([x, residual])
 
 
 class Backbone(nn.Module):

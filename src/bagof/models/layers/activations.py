@@ -1,4 +1,4 @@
-"""Activations by name (REFERENCE.md "Activations"): leaky ReLU (slope 0.1), Swish, Mish, linear."""
+"""Activations by name (REFERENCE.md "Activations"): leaky ReLU (slope 0.1), Swish, Mish, linear, logistic."""
 from __future__ import annotations
 
 from torch import nn
@@ -8,6 +8,7 @@ _ACTS = {
     "swish": lambda: nn.SiLU(inplace=True),
     "mish": lambda: nn.Mish(inplace=True),
     "relu": lambda: nn.ReLU(inplace=True),
+    "logistic": nn.Sigmoid,
     "linear": nn.Identity,
 }
 
