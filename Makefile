@@ -17,7 +17,7 @@ TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow bench ui clean tables report anchors $(TABLES)
+.PHONY: help install run test test-slow bench ui clean tables report anchors ga $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ tables: install  ## every table in turn (a failing table does not stop the other
 
 anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> conf/anchors/<data>.yaml
 	$(PYTHON) -m bagof.data.anchors data=$(or $(DATA),bccd) scale=$(SCALE) $(ARGS)
+
+ga: install  ## GA hyperparameter search on Optuna -> conf/hparams/ga.yaml (+bof=ga); run again to resume; JOBS=n
+	$(PYTHON) run.py -m hydra/sweeper=bagof_ga +search=ga data=$(or $(DATA),bccd) scale=$(SCALE) search.jobs=$(JOBS) $(ARGS)
 
 report: install  ## rebuild reports/tableN.* from the MLflow store, no training (TABLE=N, default 4)
 	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)

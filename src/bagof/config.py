@@ -38,3 +38,14 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)[:500]
     return out
+
+
+def compose_config(overrides=()) -> DictConfig:
+    """The composed config for ``overrides``; works standalone and inside a running Hydra app (a sweeper)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside @hydra.main: its config search path is ours
+        return compose("config", overrides=list(overrides))
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))

@@ -1,0 +1,222 @@
+"""Lightning data module over any supported format (see ``formats``) plus the procedural default."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..ops.letterbox import Letterbox, letterbox
+from .mixing import CutMix, MixUp
+from .mosaic import Mosaic
+from .multiscale import MultiScaleBatchSampler
+from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
+from .synthetic import ensure_synthetic
+from .transforms import build_train_transform
+
+log = logging.getLogger(__name__)
+
+
+def load_source(spec: dict) -> tuple[dict, Issues]:
+    """One split described by config (``format`` plus its paths) -> cleaned COCO dict."""
+    fmt = spec.get("format")
+    if fmt == "coco":
+        return load_coco(spec["ann_file"], spec["image_dir"])
+    if fmt == "voc":
+        return load_voc(spec["root"], spec["split"], list(spec["classes"]) if spec.get("classes") else None)
+    if fmt == "yolo":
+        return load_yolo(spec["image_dir"], list(spec["classes"]))
+    if fmt == "synthetic":
+        ann, images = ensure_synthetic(spec["root"], spec["split"], spec["num_images"], spec["seed"])
+        return load_coco(ann, images)
+    raise DatasetError(f"data format {fmt!r} is not supported: use coco, voc, yolo or synthetic")
+
+
+def read_rgb(path: str) -> np.ndarray | None:
+    """Decodes any image as 3-channel RGB (grayscale is replicated, alpha dropped); None if unreadable."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class DetectionDataset(Dataset):
+    """Letterboxed images with boxes (xyxy, input pixels) and contiguous class indices.
+
+    ``cache=True`` decodes and letterboxes every image once, up front (two threads), and keeps the
+    uint8 result in RAM; otherwise images are decoded per access.
+    """
+
+    def __init__(self, coco: dict, img_size: int, transform=None, cache: bool = False, name: str = "data",
+                 mix=None, pairs=()):
+        self.coco, self.img_size, self.transform, self.name = coco, img_size, transform, name
+        self.mix = mix  # a multi-image step (e.g. Mosaic) applied before the per-image transform
+        self.pairs = list(pairs)  # two-image steps (MixUp, CutMix) applied after it
+        # seeded from torch (set by seed_everything), so runs with the same seed draw the same mixes
+        self.rng = np.random.default_rng(torch.initial_seed() % 2**32)
+        self.cat_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
+        per_image: dict[int, list] = {im["id"]: [] for im in coco["images"]}
+        for a in coco["annotations"]:
+            if not a.get("iscrowd", 0):  # crowd regions only matter to the evaluation
+                per_image[a["image_id"]].append(a)
+        self.images = list(coco["images"])
+        self.boxes, self.labels = [], []
+        for im in self.images:
+            anns = per_image[im["id"]]
+            b = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+            b[:, 2:] += b[:, :2]
+            self.boxes.append(b)
+            self.labels.append(np.array([self.cat_index[a["category_id"]] for a in anns], dtype=np.int64))
+        self.corrupt = Issues()
+        self._cache = None
+        if cache:
+            self._fill_cache()
+
+    def _fill_cache(self):
+        def work(i):
+            img = read_rgb(self.images[i]["file_name"])
+            return None if img is None else letterbox(img, self.img_size)
+
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(work, range(len(self.images))))
+        keep = [i for i, d in enumerate(done) if d is not None]
+        for i, d in enumerate(done):
+            if d is None:
+                self.corrupt.warn("corrupt_image", f"{self.images[i]['file_name']} cannot be decoded, skipped")
+        self._cache = [done[i] for i in keep]
+        self.images = [self.images[i] for i in keep]
+        self.boxes = [self.boxes[i] for i in keep]
+        self.labels = [self.labels[i] for i in keep]
+        mb = sum(d[0].nbytes for d in self._cache) / 2**20
+        log.info("%s: %d images decoded once and cached in RAM (%.0f MB)", self.name, len(self._cache), mb)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Letterbox]:
+        """Letterboxed image, its boxes in input pixels, labels, and the letterbox (for mapping back)."""
+        if self._cache is not None:
+            img, lb = self._cache[i]
+        else:
+            raw = read_rgb(self.images[i]["file_name"])
+            if raw is None:
+                raise DatasetError(f"{self.images[i]['file_name']} cannot be decoded")
+            img, lb = letterbox(raw, self.img_size)
+        return img, lb.forward_boxes(self.boxes[i]), self.labels[i], lb
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``i`` through the multi-image steps: (image, boxes, labels), before the transform."""
+        img, boxes, labels = self.mix(self, i, self.rng) if self.mix is not None else self.load(i)[:3]
+        for step in self.pairs:
+            img, boxes, labels = step((img, boxes, labels), lambda: self.sample_plain(), self.rng)
+        return img, boxes, labels
+
+    def sample_plain(self):
+        """A random partner for a two-image step (mosaicked when Mosaic is on)."""
+        j = int(self.rng.integers(0, len(self)))
+        return self.mix(self, j, self.rng) if self.mix is not None else self.load(j)[:3]
+
+    def __getitem__(self, i):
+        size = None
+        if isinstance(i, tuple):  # (index, input size) from the multi-scale batch sampler
+            i, size = i
+        try:
+            if self.mix is not None or self.pairs:
+                img, boxes, labels = self.sample(i)
+                lb = None
+            else:
+                img, boxes, labels, lb = self.load(i)
+        except DatasetError as e:  # lazily read sets: skip an unreadable image, counted in the log
+            self.corrupt.warn("corrupt_image", f"{e}, replaced by the next image")
+            return self[((i + 1) % len(self), size) if size is not None else (i + 1) % len(self)]
+        if self.transform is not None:
+            out = self.transform(image=img, bboxes=boxes, labels=labels)
+            img = out["image"]
+            boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            labels = np.asarray(out["labels"], dtype=np.int64)
+        if size is not None and size != img.shape[0]:
+            boxes = boxes * (size / img.shape[0])
+            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+            lb = None  # training samples only; their letterbox is not needed
+        im = self.images[i]
+        meta = {"image_id": im["id"], "width": im["width"], "height": im["height"], "letterbox": lb}
+        target = np.concatenate([labels[:, None].astype(np.float32), boxes], 1)
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), torch.from_numpy(target), meta
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each loader worker draws its own mosaic/mix randomness (seeded by torch per worker)."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)
+
+
+def collate(batch):
+    """Images -> float (B, 3, S, S) in [0, 1]; targets -> (M, 6) [image, class, x1, y1, x2, y2]."""
+    imgs, targets, metas = zip(*batch)
+    t = [torch.cat([torch.full((len(x), 1), float(i)), x], 1) for i, x in enumerate(targets)]
+    return torch.stack(imgs).float().div_(255), torch.cat(t, 0), list(metas)
+
+
+class DetectionDataModule(L.LightningDataModule):
+    def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 416, batch_size: int = 16,
+                 num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
+                 mosaic: float = 0.0, mixup: float | dict = 0.0, cutmix: float | dict = 0.0,
+                 multiscale: dict | None = None):
+        super().__init__()
+        self.train_spec, self.val_spec = dict(train), dict(val)
+        self.num_classes, self.img_size, self.batch_size = num_classes, img_size, batch_size
+        self.num_workers, self.cache_ram_mb, self.name = num_workers, cache_ram_mb, name
+        self.augment = dict(augment or {})
+        self.mosaic = mosaic
+        # two-image mixes: a probability, or the step's keyword arguments (p, alpha, min_visibility)
+        self.mixes = [cls(**(m if isinstance(m, dict) else {"p": m})) for cls, m in ((MixUp, mixup), (CutMix, cutmix))
+                      if (m.get("p", 0) if isinstance(m, dict) else m) > 0]
+        self.multiscale = dict(multiscale) if multiscale else None  # random shapes / DM (see multiscale.py)
+        self.train_set = self.val_set = None
+        self.issues = Issues()
+
+    def _build(self, spec: dict, transform, split: str, mix=None, pairs=()) -> DetectionDataset:
+        coco, issues = load_source(spec)
+        self.issues.update(issues)
+        if len(coco["categories"]) != self.num_classes:
+            raise DatasetError(f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
+                               f"{len(coco['categories'])} categories; set data.num_classes to match")
+        if not coco["images"]:
+            raise DatasetError(f"the {split} split of {self.name!r} has no usable images ({spec})")
+        cache = len(coco["images"]) * self.img_size**2 * 3 / 2**20 <= self.cache_ram_mb
+        return DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix, pairs)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_set is None:
+            self.val_set = self._build(self.val_spec, None, "val")
+        if stage in (None, "fit") and self.train_set is None:
+            mix = Mosaic(self.mosaic) if self.mosaic > 0 else None
+            self.train_set = self._build(self.train_spec, build_train_transform(**self.augment), "train", mix,
+                                        self.mixes)
+            names = [c["name"] for c in self.train_set.coco["categories"]]
+            if names != [c["name"] for c in self.val_set.coco["categories"]]:
+                raise DatasetError(f"{self.name!r}: train and val categories differ; they must be the same list")
+        for kind, n in sorted(self.issues.items()):
+            log.warning("%s: %d x %s (see the data loader's documented bad-input policy)", self.name, n, kind)
+
+    @property
+    def categories(self) -> list[dict]:
+        return self.val_set.coco["categories"]
+
+    def _loader(self, ds, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=collate, worker_init_fn=_seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.multiscale is None:
+            return self._loader(self.train_set, True)
+        sampler = MultiScaleBatchSampler(len(self.train_set), self.batch_size, self.img_size,
+                                         seed=torch.initial_seed() % 2**32, **self.multiscale)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate,
+                          worker_init_fn=_seed_worker, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)

@@ -1,0 +1,3 @@
+from .yolo_loss import YoloLoss
+
+__all__ = ["YoloLoss"]

@@ -1,0 +1,1 @@
+"""Detector and classifier networks built from small blocks (timm ``layers/`` style)."""

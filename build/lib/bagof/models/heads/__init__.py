@@ -1,0 +1,3 @@
+from .yolo_head import YoloHead
+
+__all__ = ["YoloHead"]

@@ -1,0 +1,48 @@
+"""Class-aware batched greedy NMS in plain torch (the project does not depend on torchvision).
+
+Written by hand because torchvision's compiled ``nms`` is the only well-kept implementation and
+torchvision cannot be installed beside the CPU build of torch used here.
+"""
+from __future__ import annotations
+
+import torch
+
+from .boxes import bbox_iou, box_iou
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_keep: int | None = None,
+        method: str = "iou") -> torch.Tensor:
+    """Greedy NMS: indices of kept boxes, by decreasing score (at most ``max_keep``).
+
+    Takes the best remaining box, drops every remaining box overlapping it by more than
+    ``iou_thresh``, repeats: one iteration per kept box, so ``max_keep`` bounds the loop.
+    ``method='diou'`` (DIoU-NMS, REFERENCE.md "NMS") measures overlap as IoU - rho^2 / c^2, so a box
+    whose centre is far from the kept one survives an IoU that greedy NMS would suppress.
+    """
+    if method not in ("iou", "diou"):
+        raise ValueError(f"NMS method {method!r}: choose iou (greedy) or diou")
+    order = scores.argsort(descending=True)
+    if order.numel() == 0:
+        return order
+    boxes = boxes[order]
+    remaining = torch.arange(order.numel(), device=boxes.device)
+    keep = []
+    # IoU row by row for kept boxes only: at most max_keep rows instead of the full n x n matrix
+    while remaining.numel() and (max_keep is None or len(keep) < max_keep):
+        i, rest = remaining[0], remaining[1:]
+        keep.append(i)
+        if method == "iou":
+            overlap = box_iou(boxes[i : i + 1], boxes[rest])[0]
+        else:
+            overlap = bbox_iou(boxes[i].expand(len(rest), 4), boxes[rest], "diou")
+        remaining = rest[overlap <= iou_thresh]
+    return order[torch.stack(keep)]
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float,
+                max_keep: int | None = None, method: str = "iou") -> torch.Tensor:
+    """Class-aware NMS: boxes of different classes never suppress each other (coordinate offset trick)."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    offset = classes.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offset[:, None], scores, iou_thresh, max_keep, method)

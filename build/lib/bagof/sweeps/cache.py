@@ -1,0 +1,31 @@
+"""Identity of a run for the result cache: a hash of the resolved config, plus seed and code version.
+
+Keys that do not change results (paths, logging, progress bars, loader workers, threads) are left out,
+and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+from .. import __version__
+
+CODE_VERSION = __version__  # bump bagof.__version__ when a change alters training results
+VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
+VOLATILE_TRAIN = ("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.set_struct(cfg, False)
+    cfg.paths = {"root": "<root>", "datasets": "<datasets>", "data_dir": "<root>/data"}
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for k in VOLATILE:
+        data.pop(k, None)
+    for k in VOLATILE_TRAIN:
+        data.get("train", {}).pop(k, None)
+    data.get("data", {}).pop("num_workers", None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

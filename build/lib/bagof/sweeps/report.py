@@ -1,0 +1,183 @@
+"""Renders a table: reproduced mean ± std and 95% CI over seeds beside the paper's figures, the paired
+difference from the baseline row, Markdown + CSV + a PNG plot. Reads everything from MLflow, so it
+can be rebuilt without training (`make report TABLE=4`)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+from scipy import stats
+
+from .cache import CODE_VERSION
+from .runner import Invocation, compose_row, config_hash, find_finished
+from .spec import Row, Sweep
+
+
+@dataclass
+class RowResult:
+    row: Row
+    status: str                          # done / failed / not implemented / not run
+    values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value (percent)
+    note: str = ""
+
+    def n(self, metric: str) -> int:
+        return len(self.values.get(metric, {}))
+
+
+def ci95(xs: list[float]) -> tuple[float, float, float]:
+    """(mean, std, half-width of the 95% t-interval); std and interval are nan for one value."""
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return m, math.nan, math.nan
+    s = statistics.stdev(xs)
+    return m, s, stats.t.ppf(0.975, len(xs) - 1) * s / math.sqrt(len(xs))
+
+
+def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: str) -> list[RowResult]:
+    """Looks every (row, seed) up in the store by config hash; FINISHED runs win over FAILED ones."""
+    out = []
+    for row in sweep.rows:
+        reason = row.missing()
+        if reason:
+            out.append(RowResult(row, "not implemented", note=reason))
+            continue
+        res = RowResult(row, "not run")
+        errors = []
+        for seed in range(inv.seeds):
+            try:
+                chash = config_hash(compose_row(sweep, row, inv, seed))
+            except Exception as e:
+                errors.append(f"config: {str(e).splitlines()[0]}")
+                continue
+            run = find_finished(client, exp_id, chash, seed)
+            if run is None:
+                failed = client.search_runs([exp_id], f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
+                                            f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'FAILED'",
+                                            order_by=["attributes.start_time DESC"], max_results=1)
+                if failed:
+                    errors.append(failed[0].data.tags.get("error", "failed"))
+                continue
+            for metric in sweep.metrics:
+                v = run.data.metrics.get(f"val/{metric}")
+                if v is not None and math.isfinite(v):
+                    res.values.setdefault(metric, {})[seed] = 100 * v
+        if errors:
+            res.status, res.note = "failed", errors[0].splitlines()[0][:160]
+        elif res.values:
+            res.status = "done"
+        out.append(res)
+    return out
+
+
+def _fmt(m, s=None) -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return ""
+    txt = f"{m:.1f}"
+    if s is not None and not math.isnan(s):
+        txt += f" ± {s:.1f}"
+    return txt
+
+
+def _paired_diff(res: RowResult, base: RowResult, metric: str):
+    a, b = res.values.get(metric, {}), base.values.get(metric, {})
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    return ci95([a[s] - b[s] for s in seeds])
+
+
+def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict) -> tuple[str, list[list[str]]]:
+    base = next((r for r in results if r.row.label == sweep.baseline), None)
+    key = sweep.metrics[0]
+    base_paper = base.row.paper.get(key) if base else None
+    cols = ["row"] + [f"paper {m}" for m in sweep.metrics] + [f"{m} (mean ± std)" for m in sweep.metrics] + \
+           [f"{key} 95% CI", f"Δ{key} vs baseline (paired)", f"paper Δ{key}", "seeds", "status"]
+    table = []
+    for r in results:
+        cells = [r.row.label] + [f"{r.row.paper[m]:.1f}" if m in r.row.paper else "" for m in sweep.metrics]
+        for m in sweep.metrics:
+            xs = list(r.values.get(m, {}).values())
+            cells.append(_fmt(*ci95(xs)[:2]) if xs else "")
+        xs = list(r.values.get(key, {}).values())
+        m_, _, h = ci95(xs) if xs else (None, None, None)
+        cells.append(f"[{m_ - h:.1f}, {m_ + h:.1f}]" if xs and not math.isnan(h) else "")
+        d = _paired_diff(r, base, key) if base is not None and r is not base else None
+        cells.append("" if d is None else (f"{d[0]:+.1f}" + (f" ± {d[2]:.1f}" if not math.isnan(d[2]) else "")))
+        pd = r.row.paper.get(key)
+        cells.append(f"{pd - base_paper:+.1f}" if base is not None and r is not base and pd is not None and base_paper is not None else "")
+        cells.append(str(r.n(key)))
+        status = r.status + (f": {r.note}" if r.note else "")
+        cells.append(status.replace("|", "/"))
+        table.append(cells)
+    md = [f"# {sweep.title}", ""]
+    md += [f"- **{k}**: {v}" for k, v in header.items()]
+    md += ["", "Figures in percent. Paper: MS COCO at full scale. Reproduced: mean ± standard deviation over seeds; "
+           f"the 95% interval is Student's t over seeds; Δ is the difference from the baseline row "
+           f"({sweep.baseline}) paired by seed, ± its 95% half-interval.", ""]
+    md.append("| " + " | ".join(cols) + " |")
+    md.append("|" + "|".join("---" for _ in cols) + "|")
+    md += ["| " + " | ".join(c for c in cells) + " |" for cells in table]
+    return "\n".join(md) + "\n", [cols] + table
+
+
+def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = sweep.metrics[0]
+    base = next((r for r in results if r.row.label == sweep.baseline), None)
+    rows = [r for r in results if r is not base]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    for i, r in enumerate(rows):
+        d = _paired_diff(r, base, key) if base is not None else None
+        if d is not None:
+            ax.errorbar(d[0], i, xerr=0 if math.isnan(d[2]) else d[2], fmt="o", color="tab:blue", capsize=3,
+                        label="reproduced (95% CI)" if i == 0 or not ax.get_legend_handles_labels()[1] else None)
+        pd = r.row.paper.get(key)
+        if base is not None and pd is not None and key in base.row.paper:
+            ax.plot(pd - base.row.paper[key], i, "x", color="tab:red", markersize=8,
+                    label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+        if r.status != "done":
+            ax.text(0, i, f"  {r.status}", va="center", fontsize=7, color="gray")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r.row.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"Δ{key} vs {sweep.baseline} (points)")
+    ax.set_title(sweep.title, fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, rows = render(sweep, inv, results, header)
+    paths = [out_dir / f"{sweep.name}.md", out_dir / f"{sweep.name}.csv", out_dir / f"{sweep.name}.png"]
+    paths[0].write_text(md)
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    paths[1].write_text(buf.getvalue())
+    plot(sweep, results, paths[2])
+    return paths
+
+
+def header_for(inv: Invocation, tags: dict, minutes: float | None) -> dict:
+    h = {"command": f"`{tags.get('command', '')}`", "scale": inv.scale, "data": inv.data,
+         "seeds": f"{inv.seeds} (0..{inv.seeds - 1})", "hardware": tags.get("hardware", ""),
+         "code version": tags.get("code_version", CODE_VERSION), "generated": time.strftime("%Y-%m-%d %H:%M")}
+    if inv.extra:
+        h["extra overrides"] = " ".join(inv.extra)
+    if minutes is not None:
+        h["total time"] = f"{minutes:.1f} min"
+    return h

@@ -1,0 +1,90 @@
+"""A sweep file (``sweeps/tableN.yaml``): the table's title, task, shared overrides, and its rows.
+
+Row keys: ``label``; ``bof`` / ``bos`` (toggle names, configs in ``conf/bof`` / ``conf/bos``);
+``overrides`` (plain Hydra overrides); ``scale_overrides`` (``{scale: [overrides]}``, for a row whose
+setting depends on the scale, e.g. splitting the cpu scale's batch into mini-batches); ``paper`` (the paper's figures); optional ``flags`` (the paper's
+columns, for the report) and ``not_implemented`` (a reason, for rows needing more than a toggle).
+A row naming a toggle whose config does not exist yet is "not implemented" too: it is kept in the
+report and never trained, so rows light up as features land.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import CONFIG_DIR
+from ..errors import BagofError
+
+
+@dataclass
+class Row:
+    label: str
+    paper: dict[str, float]
+    bof: list[str] = field(default_factory=list)
+    bos: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    scale_overrides: dict[str, list[str]] = field(default_factory=dict)
+    flags: dict = field(default_factory=dict)
+    not_implemented: str | None = None
+
+    def missing(self) -> str | None:
+        """Why this row cannot run yet (None when it can)."""
+        if self.not_implemented:
+            return self.not_implemented
+        gone = [f"{g}/{n}" for g, names in (("bof", self.bof), ("bos", self.bos)) for n in names
+                if not (Path(CONFIG_DIR) / g / f"{n}.yaml").is_file()]
+        return f"toggle {', '.join(gone)} not implemented yet" if gone else None
+
+    def hydra_overrides(self, scale: str | None = None) -> list[str]:
+        out = []
+        for group, names in (("bof", self.bof), ("bos", self.bos)):
+            if names:
+                out.append(f"+{group}=[{','.join(names)}]")
+        return out + list(self.overrides) + list(self.scale_overrides.get(scale, []))
+
+
+@dataclass
+class Sweep:
+    name: str
+    title: str
+    task: str
+    metrics: list[str]
+    rows: list[Row]
+    overrides: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    data: str = "bccd"
+    path: Path | None = None
+
+    def baseline_row(self) -> Row | None:
+        return next((r for r in self.rows if r.label == self.baseline), None)
+
+
+class SweepError(BagofError):
+    pass
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        avail = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise SweepError(f"sweep file {path} not found (available: {avail})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path} is not valid YAML: {e}") from None
+    try:
+        rows = [Row(**r) for r in raw["rows"]]
+    except (KeyError, TypeError) as e:
+        raise SweepError(f"{path}: every row needs `label` and `paper` and only known keys ({e})") from None
+    labels = [r.label for r in rows]
+    if len(set(labels)) != len(labels):
+        raise SweepError(f"{path}: row labels must be unique, got {labels}")
+    sweep = Sweep(name=path.stem, title=raw.get("title", path.stem), task=raw.get("task", "detection"),
+                  metrics=list(raw.get("metrics", ["AP", "AP50", "AP75"])), rows=rows,
+                  overrides=list(raw.get("overrides", [])), baseline=raw.get("baseline"), data=raw.get("data", "bccd"),
+                  path=path)
+    if sweep.baseline and sweep.baseline_row() is None:
+        raise SweepError(f"{path}: baseline {sweep.baseline!r} is not a row label")
+    return sweep

@@ -1,0 +1,3 @@
+from .detect import DetectionTask
+
+__all__ = ["DetectionTask"]

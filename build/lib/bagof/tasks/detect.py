@@ -1,0 +1,106 @@
+"""The detection LightningModule: training loss, validation decoding, COCO evaluation."""
+from __future__ import annotations
+
+import logging
+import math
+
+import lightning as L
+import torch
+from torch import nn
+
+from ..eval import coco_evaluate, to_coco_results
+from ..ops.postprocess import postprocess
+from .schedules import build_lr_lambda
+
+log = logging.getLogger(__name__)
+
+
+class DetectionTask(L.LightningModule):
+    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict, postprocess: dict,
+                 eval_every: int = 1):
+        super().__init__()
+        self.model, self.loss = model, loss
+        if getattr(model, "gaussian", False) != getattr(loss, "gaussian", False):
+            raise ValueError("model.gaussian and loss.gaussian must agree (the Gaussian YOLO head needs its loss): "
+                             "use +bos=gaussian, which sets both")
+        self.opt_cfg, self.sched_cfg, self.post_cfg = dict(optimizer), dict(scheduler), dict(postprocess)
+        self.eval_every = eval_every
+        self._results: list[dict] = []
+        self.last_metrics: dict[str, float] = {}
+        self.coco_summary = ""
+        self.evaluated_now = False
+
+    def forward(self, x):
+        return self.model(x)
+
+    def compute_loss(self, imgs: torch.Tensor, targets: torch.Tensor):
+        """(total loss, parts) of ``imgs`` against ``targets`` (M, 6) [image, class, x1, y1, x2, y2]."""
+        m = self.model
+        return self.loss(m(imgs), targets, m.anchors, m.strides, m.scale_x_y)
+
+    def training_step(self, batch, batch_idx):
+        imgs, targets, _ = batch
+        loss, parts = self.compute_loss(imgs, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} (parts {parts}); "
+                                     "lower train.optimizer.lr or raise train.scheduler.burn_in")
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(imgs))
+        self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=len(imgs))
+        return loss
+
+    @torch.no_grad()
+    def predict_batch(self, imgs, metas) -> list[torch.Tensor]:
+        """Detections per image in original-image pixels: (K, 6) [x1, y1, x2, y2, score, class]."""
+        dets = postprocess(self.model.decode(self.model(imgs)), **self.post_cfg)
+        out = []
+        for d, meta in zip(dets, metas):
+            d = d.clone()
+            d[:, :4] = meta["letterbox"].inverse_boxes(d[:, :4], meta["width"], meta["height"])
+            out.append(d)
+        return out
+
+    def _evaluating(self) -> bool:
+        ep = self.current_epoch + 1
+        return self.trainer.sanity_checking is False and (ep % self.eval_every == 0 or ep >= self.trainer.max_epochs)
+
+    def on_validation_epoch_start(self):
+        self._results = []
+        self.evaluated_now = False
+
+    def validation_step(self, batch, batch_idx):
+        imgs, targets, metas = batch
+        if not self._evaluating() and not self.trainer.sanity_checking:
+            return
+        cats = self.trainer.datamodule.categories
+        for d, meta in zip(self.predict_batch(imgs, metas), metas):
+            self._results.extend(to_coco_results(d.cpu(), meta["image_id"], cats))
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking or not self._evaluating():
+            return
+        metrics, self.coco_summary = coco_evaluate(self.trainer.datamodule.val_set.coco, self._results)
+        self.last_metrics, self.evaluated_now = metrics, True
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
+
+    def configure_optimizers(self):
+        cfg = dict(self.opt_cfg)
+        name, wd = cfg.pop("name"), cfg.pop("weight_decay", 0.0)
+        cfg["lr"] = cfg["lr"] * cfg.pop("lr_factor", 1.0)  # e.g. the GA toggle's factor on the scale's lr
+        # Darknet decays conv weights only; BN parameters and biases are not decayed.
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        if name == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
+        elif name == "adamw":
+            opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg.get("momentum", 0.9), 0.999))
+        else:
+            raise ValueError(f"train.optimizer.name={name!r}: choose sgd or adamw")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched_cfg = dict(self.sched_cfg)
+        burn_in = sched_cfg.pop("burn_in", 0)
+        if isinstance(burn_in, float) and burn_in < 1:  # a fraction of training
+            burn_in = math.ceil(burn_in * total)
+        lam = build_lr_lambda(total_steps=total, burn_in=int(burn_in), **sched_cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

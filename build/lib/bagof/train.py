@@ -1,0 +1,123 @@
+"""Compose -> train -> evaluate -> log. ``run.py`` is a thin Hydra wrapper around ``train``."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+
+from .config import flatten
+from .errors import BagofError
+from .features import check_features
+from .tasks import DetectionTask
+from .utils.callbacks import EpochSummary
+from .utils.visualize import draw_predictions
+
+log = logging.getLogger(__name__)
+
+
+def build_logger(cfg: DictConfig):
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return None
+    uri = cfg.logger.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return hydra.utils.instantiate(cfg.logger)
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, float]  # AP, AP50, AP75, APs, APm, APl in [0, 1]
+    run_id: str | None         # MLflow run id (None without a logger)
+    seconds: float
+
+
+def train(cfg: DictConfig) -> float:
+    """Trains and evaluates one configuration; returns the final COCO AP (what sweepers optimise)."""
+    return fit(cfg).metrics.get("AP", 0.0)
+
+
+def fit(cfg: DictConfig) -> RunResult:
+    """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
+    _resolve(cfg)
+    check_features(cfg)
+    t0 = time.time()
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    loss = hydra.utils.instantiate(cfg.loss)
+    t = cfg.train
+    task = DetectionTask(model, loss, t.optimizer, t.scheduler, t.postprocess, eval_every=t.eval_every)
+    logger = build_logger(cfg)
+    if logger is not None:
+        logger.log_hyperparams(flatten(cfg))
+        logger.experiment.set_tag(logger.run_id, "data_issues", dict(datamodule.issues) or "none")
+    # training-time features that hook into the loop (CmBN, SAT, DropBlock's schedule) come from toggles
+    features = [hydra.utils.instantiate(c) for c in (t.get("callbacks") or {}).values()]
+    ckpt_dir = tempfile.mkdtemp(prefix="bagof-ckpt-")
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, precision=t.precision,
+        accumulate_grad_batches=t.accumulate, logger=logger if logger is not None else False,
+        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1), EpochSummary(), *features] + ([LearningRateMonitor("step")] if logger else []),
+        check_val_every_n_epoch=1, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        enable_progress_bar=t.progress_bar, enable_model_summary=False, deterministic=False,
+    )
+    try:
+        trainer.fit(task, datamodule=datamodule)  # the MLflow logger uploads the checkpoint as it finishes
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    metrics = task.last_metrics
+    if logger is not None:
+        _log_artifacts(logger, cfg, task, datamodule)
+        logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
+    _print_summary(cfg, metrics, logger, time.time() - t0, task.coco_summary)
+    return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
+
+
+def _resolve(cfg: DictConfig) -> None:
+    """Resolves every interpolation now, so a config problem surfaces as its own clear error."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as e:
+        cause = e
+        while cause is not None and not isinstance(cause, BagofError):  # OmegaConf wraps the resolver's error
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def _log_artifacts(logger, cfg: DictConfig, task, datamodule) -> None:
+    client, run_id = logger.experiment, logger.run_id
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        client.log_artifact(run_id, str(Path(d) / "config.yaml"))
+        pic = draw_predictions(task, datamodule.val_set)
+        cv2.imwrite(str(Path(d) / "predictions.png"), cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))
+        client.log_artifact(run_id, str(Path(d) / "predictions.png"))
+        if task.coco_summary:
+            (Path(d) / "coco_eval.txt").write_text(task.coco_summary)
+            client.log_artifact(run_id, str(Path(d) / "coco_eval.txt"))
+
+
+def _print_summary(cfg, metrics, logger, seconds, coco_summary) -> None:
+    lines = [f"bagof: {cfg.model.backbone} on {cfg.data.name} at scale={cfg.scale.name}, {seconds / 60:.1f} min"]
+    lines.append("  " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if logger is not None:
+        lines.append(f"  MLflow run {logger.run_id} (experiment {cfg.experiment!r}, {cfg.logger.tracking_uri}); "
+                     "browse with `make ui`")
+    print("\n".join(lines), flush=True)

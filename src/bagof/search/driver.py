@@ -1,0 +1,290 @@
+"""The GA search driver: an Optuna study on disk, trials trained through the same ``fit`` as run.py.
+
+Every trial composes the base config (the command's overrides) plus its genes as ``++key=value``
+overrides, trains ``search.fraction`` of the schedule (the paper ran its GA on the first 10% of the
+training time; here the shortened run has its own, compressed schedule), and reports
+``fitness = sum(search.fitness[k] * metric k)``. The study lives in ``search.storage`` (SQLite next to
+the MLflow store by default), so the same command resumes it: finished trials are kept, trials left
+RUNNING by a killed driver on this machine are marked FAIL and re-drawn. Several drivers (``JOBS``
+processes of one driver, or several drivers on several machines with a shared storage) fill one
+study; ``search.n_trials`` is the number of finished trials to reach (concurrent drivers may overshoot
+it by their in-flight trials). The first trial of a new study is the base config's own values, so the
+study shows the default hyperparameters' fitness beside the best.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shlex
+import socket
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import mlflow
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from ..config import compose_config as compose_any
+from ..errors import BagofError
+from ..features import check_features
+from ..sweeps.runner import _job, experiment_id, hardware
+from .evolve import EvolveSampler
+from .space import SearchSpace
+
+log = logging.getLogger("bagof.search")
+TAG_KIND = "bagof.kind"
+
+
+class SearchError(BagofError):
+    pass
+
+
+@dataclass
+class SearchResult:
+    study: str
+    best_value: float
+    best_params: dict[str, float]
+    default_value: float | None
+    complete: int
+    failed: int
+    hparams_path: Path
+    parent_run_id: str
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    cfg = compose_any(overrides)
+    if "search" not in cfg:
+        raise SearchError("no search settings: add +search=ga (conf/search/ga.yaml) to the command")
+    return cfg
+
+
+def make_sampler(s: DictConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=s.population, seed=s.seed)
+    if s.sampler == "evolve":
+        e = OmegaConf.to_container(s.evolve)
+        return EvolveSampler(space.gains(), seed=s.seed, **e)
+    raise SearchError(f"search.sampler={s.sampler!r}: choose nsga2 (Optuna's NSGA-II) or evolve (YOLOv5 scheme)")
+
+
+def make_storage(url: str):
+    """SQLite: waits on locks instead of failing when several processes write. ``journal:<file>``: Optuna's
+    journal file storage (NFS-friendly). Anything else (``postgresql://...``) goes to Optuna as is."""
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
+
+
+def fail_stale_trials(study: optuna.Study) -> int:
+    """Trials RUNNING for a driver of this machine whose process is gone (killed search): FAIL."""
+    n = 0
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") != host:
+            continue
+        try:
+            os.kill(int(t.user_attrs.get("pid", -1)), 0)
+            continue  # its driver is alive
+        except (OSError, ValueError):
+            pass
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+def _init_lock(cfg: DictConfig):
+    from filelock import FileLock
+
+    path = Path(cfg.paths.root) / ".bagof-search.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=600)
+
+
+def fitness(metrics: dict[str, float], weights: dict[str, float]) -> float:
+    return float(sum(w * metrics.get(k, 0.0) for k, w in weights.items()))
+
+
+def run_search(overrides: list[str], command: str | None = None) -> SearchResult:
+    cfg = compose_config(overrides)
+    s = cfg.search
+    space = SearchSpace(OmegaConf.to_container(s.space, resolve=True))
+    weights = dict(s.fitness)
+    with _init_lock(cfg):  # several drivers starting at once must not both create the stores' tables
+        storage = make_storage(s.storage)
+        study = optuna.create_study(storage=storage, sampler=make_sampler(s, space), study_name=s.study,
+                                    direction="maximize", load_if_exists=True)
+        client = mlflow.MlflowClient(cfg.logger.tracking_uri)
+        exp = experiment_id(client, s.experiment, cfg.logger.artifact_location)
+    if not study.user_attrs:
+        for k, v in {"data": cfg.data.name, "scale": cfg.scale.name, "fitness": str(weights), "sampler": s.sampler,
+                     "fraction": s.fraction, "overrides": " ".join(overrides)}.items():
+            study.set_user_attr(k, v)
+    stale = fail_stale_trials(study)
+    if stale:
+        log.warning("%s: %d trial(s) of a killed search marked FAIL; they will be drawn again", s.study, stale)
+    if not study.trials:
+        study.enqueue_trial(space.defaults(cfg), user_attrs={"defaults": True})
+    epochs = max(1, math.ceil(s.fraction * cfg.train.max_epochs))
+    base = [o for o in overrides if not o.startswith(("hydra", "search.", "+search", "experiment="))]
+
+    parent = client.create_run(exp, run_name=f"{s.study} {time.strftime('%Y-%m-%d %H:%M')}", tags={
+        TAG_KIND: "search", "study": s.study, "sampler": s.sampler, "storage": s.storage, "hardware": hardware(),
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv)})
+    pid = parent.info.run_id
+    client.log_param(pid, "trial_epochs", epochs)
+    client.log_param(pid, "fitness", str(weights))
+    jobs = max(1, int(s.jobs))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) if jobs > 1 else None
+    inflight: dict = {}
+    failures, t0 = 0, time.time()
+
+    def counted() -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+
+    def finish(trial, child_id, out) -> None:
+        nonlocal failures
+        if out["status"] == "FINISHED":
+            value = fitness(out["metrics"], weights)
+            for k, v in out["metrics"].items():
+                trial.set_user_attr(k, v)
+            study.tell(trial, value)
+            client.log_metric(child_id, "fitness", value)
+            log.info("trial %d: fitness %.4f (%s)", trial.number, value,
+                     "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
+        else:
+            failures += 1
+            study.tell(trial, state=TrialState.FAIL)
+            client.set_tag(child_id, "error", out.get("error", "")[:500])
+            client.set_terminated(child_id, "FAILED")
+            log.error("trial %d FAILED: %s", trial.number, out.get("error"))
+
+    try:
+        while True:
+            while len(inflight) < jobs and counted() < s.n_trials and failures <= s.max_failures:
+                trial = study.ask(space.distributions())
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
+                child = client.create_run(exp, run_name=f"{s.study} #{trial.number}", tags={
+                    "mlflow.parentRunId": pid, TAG_KIND: "trial", "study": s.study, "trial": str(trial.number)})
+                cid = child.info.run_id
+                for k, v in trial.params.items():
+                    client.log_param(cid, f"ga.{k}", v)
+                try:
+                    tcfg = compose_any(base + space.overrides(trial.params)
+                                          + [f"train.max_epochs={epochs}", f"experiment={s.experiment}"])
+                    check_features(tcfg)
+                    y = OmegaConf.to_yaml(tcfg, resolve=True)
+                except Exception as e:  # a gene that makes a bad config: the trial fails, the search goes on
+                    finish(trial, cid, {"status": "FAILED", "error": f"config: {type(e).__name__}: {e}"})
+                    continue
+                if pool is None:
+                    finish(trial, cid, _job(y, cid, threads))
+                else:
+                    inflight[pool.submit(_job, y, cid, threads)] = (trial, cid)
+            if not inflight:
+                break
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for fut in done:
+                trial, cid = inflight.pop(fut)
+                try:
+                    out = fut.result()
+                except BaseException as e:  # the worker process died
+                    out = {"status": "FAILED", "error": f"worker died: {type(e).__name__}: {e}"}
+                finish(trial, cid, out)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if failures > s.max_failures:
+        log.error("%s: stopped after %d failed trials (search.max_failures=%d)", s.study, failures, s.max_failures)
+    return _conclude(study, cfg, client, pid, time.time() - t0)
+
+
+def _conclude(study: optuna.Study, cfg: DictConfig, client, pid: str, seconds: float) -> SearchResult:
+    s = cfg.search
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if not complete:
+        client.set_terminated(pid, "FAILED")
+        raise SearchError(f"study {s.study!r} has no finished trial ({len(failed)} failed): see the MLflow runs")
+    best = max(complete, key=lambda t: t.value)
+    default = next((t.value for t in complete if t.user_attrs.get("defaults")), None)
+    space = SearchSpace(OmegaConf.to_container(s.space, resolve=True))
+    out = Path(s.output)
+    write_hparams(out, best.params, space, study, cfg, best, default)
+    plot = Path(cfg.paths.root) / "reports" / "ga" / f"{s.study}.png"
+    plot_fitness(complete, plot, s.study)
+    client.log_metric(pid, "best_fitness", best.value)
+    if default is not None:
+        client.log_metric(pid, "default_fitness", default)
+    client.log_metric(pid, "minutes", seconds / 60)
+    client.set_tag(pid, "best_trial", str(best.number))
+    for k, v in best.params.items():
+        client.log_param(pid, f"best.{k}", v)
+    client.log_artifact(pid, str(out))
+    client.log_artifact(pid, str(plot))
+    client.set_terminated(pid, "FINISHED")
+    log.info("%s: best trial %d, fitness %.4f (defaults: %s); %d finished, %d failed; wrote %s", s.study, best.number,
+             best.value, f"{default:.4f}" if default is not None else "n/a", len(complete), len(failed), out)
+    return SearchResult(s.study, best.value, dict(best.params), default, len(complete), len(failed), out, pid)
+
+
+def write_hparams(path: Path, params: dict, space: SearchSpace, study, cfg: DictConfig, best, default) -> None:
+    nested: dict = {}
+    for g in space.genes:
+        if g.key not in params:
+            continue
+        node = nested
+        *parents, leaf = g.key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        v = float(f"{params[g.key]:.6g}")
+        node[leaf] = [v] * g.broadcast if g.broadcast else v
+    s = cfg.search
+    head = [
+        "# @package _global_",
+        f"# Hyperparameters found by the GA search (bagof.search), applied by +bof=ga. Study {s.study!r}",
+        f"# ({s.storage}), sampler {s.sampler}, data={cfg.data.name}, scale={cfg.scale.name}, each trial "
+        f"{s.fraction:g} of the schedule,",
+        f"# fitness {dict(s.fitness)}: best trial {best.number} = {best.value:.4f}"
+        + (f", the defaults' trial = {default:.4f}" if default is not None else "") + f"; {time.strftime('%Y-%m-%d')}.",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(head) + "\n" + OmegaConf.to_yaml(OmegaConf.create(nested)))
+
+
+def plot_fitness(trials, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = sorted(trials, key=lambda t: t.number)
+    xs, ys = [t.number for t in trials], [t.value for t in trials]
+    best = [max(ys[: i + 1]) for i in range(len(ys))]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, ys, "o", label="trial")
+    ax.plot(xs, best, "-", label="best so far")
+    for t in trials:
+        if t.user_attrs.get("defaults"):
+            ax.plot(t.number, t.value, "s", color="tab:red", label="defaults")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("fitness")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
