@@ -132,7 +132,8 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
                 continue
             try:
                 cfg = compose_row(sweep, row, inv, seed)
-            except Exception as e:  # a broken override: this row fails, the others run
+                chash = config_hash(cfg)  # resolves every interpolation (e.g. missing optimized anchors)
+            except Exception as e:  # a broken override or value: this row fails, the others run
                 rec.update(status="FAILED", error=f"config: {type(e).__name__}: {str(e).splitlines()[0]}")
                 run = client.create_run(exp_id, run_name=f"{row.label} s{seed}", tags={
                     "mlflow.parentRunId": pid, TAG_KIND: "row", "row": row.label, "seed": str(seed),
@@ -140,7 +141,6 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
                 client.set_terminated(run.info.run_id, "FAILED")
                 log.error("%s seed %d FAILED: %s", row.label, seed, rec["error"])
                 continue
-            chash = config_hash(cfg)
             rec["config_hash"] = chash
             cached = None if inv.force else find_finished(client, exp_id, chash, seed)
             if cached is not None:
@@ -155,7 +155,7 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
     jobs = max(1, inv.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log.info("%s: %d runs to train, %d reused, %d not implemented", sweep.name, len(todo),
-             sum(1 for r in records if r.get("cached")), sum(1 for r in records if r["status"] == "NOT_IMPLEMENTED"))
+             sum(1 for r in records if r.get("cached")), sum(1 for r in records if r.get("reason")))
     for rec, out in _execute(todo, inv, threads):
         rec.update(status=out["status"], error=out.get("error"))
         if out["status"] != "FINISHED":
