@@ -22,7 +22,14 @@ def _finish(sweep, inv, client, exp_id, parent_id, out_dir: Path) -> int:
     parent = client.get_run(parent_id)
     minutes = parent.data.metrics.get("total_minutes")
     results = collect(sweep, inv, client, exp_id)
-    paths = write_report(sweep, inv, results, header_for(inv, parent.data.tags, minutes), out_dir)
+    header = header_for(inv, parent.data.tags, minutes)
+    runs = [p for r in results for p in r.parents]
+    if runs:
+        reused = sum(1 for p in runs if p != parent_id)
+        header["training time of the reported runs"] = (
+            f"{sum(r.minutes for r in results):.0f} min over {len(runs)} runs"
+            + (f" ({reused} trained by earlier invocations and reused from the cache)" if reused else ""))
+    paths = write_report(sweep, inv, results, header, out_dir)
     for p in paths:
         client.log_artifact(parent_id, str(p))
     failed = [r.row.label for r in results if r.status == "failed"]

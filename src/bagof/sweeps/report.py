@@ -25,6 +25,8 @@ class RowResult:
     status: str                          # done / failed / not implemented / not run
     values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value (percent)
     note: str = ""
+    minutes: float = 0.0                 # training time of the runs reported
+    parents: list[str] = field(default_factory=list)  # the invocation (parent run) each reported run came from
 
     def n(self, metric: str) -> int:
         return len(self.values.get(metric, {}))
@@ -63,6 +65,8 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
                 if failed:
                     errors.append(failed[0].data.tags.get("error", "failed"))
                 continue
+            res.minutes += run.data.metrics.get("train/minutes", 0.0)
+            res.parents.append(run.data.tags.get("mlflow.parentRunId", ""))
             for metric in sweep.metrics:
                 v = run.data.metrics.get(f"val/{metric}")
                 if v is not None and math.isfinite(v):
@@ -164,6 +168,9 @@ def write_report(sweep: Sweep, inv: Invocation, results: list[RowResult], header
     out_dir.mkdir(parents=True, exist_ok=True)
     md, rows = render(sweep, inv, results, header)
     paths = [out_dir / f"{sweep.name}.md", out_dir / f"{sweep.name}.csv", out_dir / f"{sweep.name}.png"]
+    notes = out_dir / f"{sweep.name}.discussion.md"  # hand-written discussion of a committed run, kept across rebuilds
+    if notes.is_file():
+        md = md.rstrip("\n") + "\n\n## Discussion\n\n" + notes.read_text().strip() + "\n"
     paths[0].write_text(md)
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
@@ -179,5 +186,5 @@ def header_for(inv: Invocation, tags: dict, minutes: float | None) -> dict:
     if inv.extra:
         h["extra overrides"] = " ".join(inv.extra)
     if minutes is not None:
-        h["total time"] = f"{minutes:.1f} min"
+        h["total time"] = f"{minutes:.1f} min (this invocation)"
     return h
