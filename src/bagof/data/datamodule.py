@@ -213,6 +213,9 @@ class DetectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.multiscale is None:
             return self._loader(self.train_set, True)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise DatasetError("data.multiscale (random shapes / DM) runs on one device for now: its batch sampler "
+                               "is not split across processes; drop +bof=dynamic_minibatch/random_shapes or use devices=1")
         sampler = MultiScaleBatchSampler(len(self.train_set), self.batch_size, self.img_size,
                                          seed=torch.initial_seed() % 2**32, **self.multiscale)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate,
