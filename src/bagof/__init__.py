@@ -1,3 +1,3 @@
 """bagof: YOLOv4 Bag-of-Freebies / Bag-of-Specials ablations as composable Hydra toggles."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # bump when a change alters training results (the result cache keys on it)

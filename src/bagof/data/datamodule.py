@@ -147,9 +147,11 @@ class DetectionDataset(Dataset):
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Each loader worker draws its own mosaic/mix randomness (seeded by torch per worker)."""
+    """Each loader worker draws its own mosaic/mix and augmentation randomness (seeded by torch per worker)."""
     info = torch.utils.data.get_worker_info()
     info.dataset.rng = np.random.default_rng(info.seed)
+    if hasattr(info.dataset.transform, "set_random_seed"):
+        info.dataset.transform.set_random_seed(info.seed % 2**32)
 
 
 def collate(batch):
@@ -193,8 +195,8 @@ class DetectionDataModule(L.LightningDataModule):
             self.val_set = self._build(self.val_spec, None, "val")
         if stage in (None, "fit") and self.train_set is None:
             mix = Mosaic(self.mosaic) if self.mosaic > 0 else None
-            self.train_set = self._build(self.train_spec, build_train_transform(**self.augment), "train", mix,
-                                        self.mixes)
+            augment = build_train_transform(**self.augment, seed=torch.initial_seed() % 2**32)  # the run's seed
+            self.train_set = self._build(self.train_spec, augment, "train", mix, self.mixes)
             names = [c["name"] for c in self.train_set.coco["categories"]]
             if names != [c["name"] for c in self.val_set.coco["categories"]]:
                 raise DatasetError(f"{self.name!r}: train and val categories differ; they must be the same list")

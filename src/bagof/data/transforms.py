@@ -13,7 +13,10 @@ from ..ops.letterbox import PAD_VALUE
 
 
 def build_train_transform(hue: float = 0.1, saturation: float = 1.5, exposure: float = 1.5, flip: float = 0.5,
-                          scale: float = 0.25, translate: float = 0.1, min_visibility: float = 0.25, blur: float = 0.0) -> A.Compose:
+                          scale: float = 0.25, translate: float = 0.1, min_visibility: float = 0.25, blur: float = 0.0,
+                          seed: int | None = None) -> A.Compose:
+    """``seed``: albumentations draws from its own generator, not numpy's or Python's global ones, so the
+    run's seed must be passed here for a seeded run to see the same augmentations."""
     ops = []
     if scale or translate:
         ops.append(A.Affine(scale=(1 - scale, 1 + scale), translate_percent=(-translate, translate), p=1.0,
@@ -26,4 +29,4 @@ def build_train_transform(hue: float = 0.1, saturation: float = 1.5, exposure: f
     if blur:
         ops.append(A.GaussianBlur(blur_limit=(3, 7), p=blur))
     return A.Compose(ops, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True,
-                                                   min_visibility=min_visibility, min_area=4))
+                                                   min_visibility=min_visibility, min_area=4), seed=seed)
