@@ -1,3 +1,0 @@
-from .yolo_loss import YoloLoss
-
-__all__ = ["YoloLoss"]

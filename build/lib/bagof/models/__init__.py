@@ -1,1 +1,0 @@
-"""Detector and classifier networks built from small blocks (timm ``layers/`` style)."""

@@ -1,3 +1,0 @@
-from .yolo_head import YoloHead
-
-__all__ = ["YoloHead"]

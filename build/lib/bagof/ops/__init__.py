@@ -1,1 +1,0 @@
-"""Box geometry, IoU family, NMS and anchors: plain tensor functions, no model state."""

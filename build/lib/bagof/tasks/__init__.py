@@ -1,3 +1,0 @@
-from .detect import DetectionTask
-
-__all__ = ["DetectionTask"]
