@@ -5,10 +5,10 @@ weights frozen and BatchNorm/DropBlock in eval mode, alters its own input: one g
 image that lowers the loss against an *empty* ground truth, i.e. makes the detections disappear.
 The normal training step then runs on the altered image with the original labels.
 
-Step size: the reference multiplies the input gradient by ``adversarial_lr``; the gradient's scale
-depends on the loss normaliser and the batch, so here the step is normalised per image so that the
-largest pixel change is ``step`` (in [0, 1] image units), which makes the setting mean the same at
-every scale. Pixels are clipped to [0, 1].
+Step size: our choice, as REFERENCE.md gives only ``adversarial_lr`` (~0.05) and not how the raw input
+gradient is scaled. The gradient's size depends on the loss normaliser and the batch, so the step is
+normalised per image so that the largest pixel change is ``step`` (in [0, 1] image units), which makes
+the setting mean the same at every scale. Pixels are clipped to [0, 1].
 """
 from __future__ import annotations
 
