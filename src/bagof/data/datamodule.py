@@ -165,7 +165,8 @@ class DetectionDataModule(L.LightningDataModule):
     def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 416, batch_size: int = 16,
                  num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
                  mosaic: float = 0.0, mixup: float | dict = 0.0, cutmix: float | dict = 0.0,
-                 multiscale: dict | None = None):
+                 multiscale: dict | None = None, tune: dict | None = None):
+        # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.num_classes, self.img_size, self.batch_size = num_classes, img_size, batch_size

@@ -64,6 +64,29 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def holdout_overrides(cfg: DictConfig) -> list[str]:
+    """The data the trials train and are scored on: ``data.tune`` (e.g. BCCD's train -> val), so the search
+    never sees the split the tables report (BCCD's test). Without it the search scores on ``data.val`` and
+    says so, since hyperparameters chosen on the reported split flatter the GA rows."""
+    tune = cfg.data.get("tune")
+    if not tune:
+        log.warning("data=%s has no data.tune hold-out: the search scores trials on data.val, the split the "
+                    "tables report (selection bias in the GA rows)", cfg.data.name)
+        return []
+    flat = _flatten(OmegaConf.to_container(tune, resolve=True), "data")
+    return [f"{k}={v}" for k, v in flat.items()]
+
+
+def _flatten(node: dict, prefix: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        else:
+            out[f"{prefix}.{k}"] = v
+    return out
+
+
 def make_sampler(s: DictConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population, seed=s.seed)
@@ -127,9 +150,11 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
                                     direction="maximize", load_if_exists=True)
         client = mlflow.MlflowClient(cfg.logger.tracking_uri)
         exp = experiment_id(client, s.experiment, cfg.logger.artifact_location)
+    holdout = holdout_overrides(cfg)
     if not study.user_attrs:
         for k, v in {"data": cfg.data.name, "scale": cfg.scale.name, "fitness": str(weights), "sampler": s.sampler,
-                     "fraction": s.fraction, "overrides": " ".join(overrides)}.items():
+                     "fraction": s.fraction, "overrides": " ".join(overrides),
+                     "holdout": " ".join(holdout) or "data.val"}.items():
             study.set_user_attr(k, v)
     stale = fail_stale_trials(study)
     if stale:
@@ -138,6 +163,7 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
         study.enqueue_trial(space.defaults(cfg), user_attrs={"defaults": True})
     epochs = max(1, math.ceil(s.fraction * cfg.train.max_epochs))
     base = [o for o in overrides if not o.startswith(("hydra", "search.", "+search", "experiment="))]
+    base += holdout
 
     parent = client.create_run(exp, run_name=f"{s.study} {time.strftime('%Y-%m-%d %H:%M')}", tags={
         TAG_KIND: "search", "study": s.study, "sampler": s.sampler, "storage": s.storage, "hardware": hardware(),
@@ -257,7 +283,8 @@ def write_hparams(path: Path, params: dict, space: SearchSpace, study, cfg: Dict
         "# @package _global_",
         f"# Hyperparameters found by the GA search (bagof.search), applied by +bof=ga. Study {s.study!r}",
         f"# ({s.storage}), sampler {s.sampler}, data={cfg.data.name}, scale={cfg.scale.name}, each trial "
-        f"{s.fraction:g} of the schedule,",
+        f"{s.fraction:g} of the schedule, trained and scored on",
+        f"# {study.user_attrs.get('holdout', 'data.val')},",
         f"# fitness {dict(s.fitness)}: best trial {best.number} = {best.value:.4f}"
         + (f", the defaults' trial = {default:.4f}" if default is not None else "") + f"; {time.strftime('%Y-%m-%d')}.",
     ]
