@@ -72,6 +72,10 @@ def test_config_hash_ignores_paths_and_logging_not_features(compose, tmp_path, m
     monkeypatch.setenv("BAGOF_ROOT", str(tmp_path / "elsewhere"))
     assert config_hash(compose(["scale=smoke", "logger=none", "train.progress_bar=true", "seed=7"])) == a
     assert config_hash(compose(["scale=smoke", "+bof=mosaic"])) != a
+    # settings read only by the GA search (its hold-out, its trial fraction) are not part of a run's identity
+    b = config_hash(compose(["data=bccd", "scale=cpu"]))
+    assert config_hash(compose(["data=bccd", "scale=cpu", "~data.tune", "scale.ga_fraction=0.9"])) == b
+    assert config_hash(compose(["data=bccd", "scale=cpu", "data.val.split=val"])) != b
 
 
 def _write_sweep(tmp_path, rows: str, name="tablex"):

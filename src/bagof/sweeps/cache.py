@@ -2,6 +2,9 @@
 
 Keys that do not change results (paths, logging, progress bars, loader workers, threads) are left out,
 and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
+A scale preset's settings for the search (``scale.ga_fraction``) and for other tasks
+(``scale.classify``) act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is read by the
+search alone, and ``task: detect`` is what a config without ``task`` meant before tasks existed.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from .. import __version__
 
 CODE_VERSION = __version__  # bump bagof.__version__ when a change alters training results
 VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
+VOLATILE_SCALE = ("ga_fraction", "classify", "detect")
 VOLATILE_TRAIN = ("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices")
 
 
@@ -28,4 +32,9 @@ def config_hash(cfg: DictConfig) -> str:
     for k in VOLATILE_TRAIN:
         data.get("train", {}).pop(k, None)
     data.get("data", {}).pop("num_workers", None)
+    data.get("data", {}).pop("tune", None)
+    for k in VOLATILE_SCALE:
+        data.get("scale", {}).pop(k, None)
+    if data.get("task") == "detect":
+        data.pop("task")
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
