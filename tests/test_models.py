@@ -18,16 +18,16 @@ def n_params(m):
 
 def test_classifier_backbones_match_table1():
     # Paper Table 1: CSPDarknet53 27.6 M, CSPResNeXt50 20.6 M parameters with a 1000-class head
-    assert round(n_params(Classifier("cspdarknet53", 1000, act="mish")) / 1e6, 1) == 27.6
-    assert round(n_params(Classifier("cspresnext50", 1000, act="leaky")) / 1e6, 1) == 20.6
+    assert round(n_params(Classifier("cspdarknet53", 1000, backbone_act="mish")) / 1e6, 1) == 27.6
+    assert round(n_params(Classifier("cspresnext50", 1000, backbone_act="leaky")) / 1e6, 1) == 20.6
 
 
 def test_classifier_bflops_match_table1():
     """Table 1 at 512x512: CSPDarknet53 52 BFLOPs, CSPResNeXt50 31 BFLOPs (a multiply-add = 2 FLOPs)."""
     from bagof.summary import conv_flops
 
-    assert round(conv_flops(Classifier("cspdarknet53", act="mish"), 512)[0] / 1e9) == 52
-    assert int(conv_flops(Classifier("cspresnext50", act="leaky"), 512)[0] / 1e9) == 31
+    assert round(conv_flops(Classifier("cspdarknet53", backbone_act="mish"), 512)[0] / 1e9) == 52
+    assert int(conv_flops(Classifier("cspresnext50", backbone_act="leaky"), 512)[0] / 1e9) == 31
 
 
 def test_cspdarknet53_classifier_equals_reference_cfg():

@@ -29,5 +29,10 @@ def test_cosine_warm_restarts():
 
 
 def test_unknown_policy_is_a_clear_error():
-    with pytest.raises(ValueError, match="train.scheduler.policy='poly'"):
-        build_lr_lambda("poly", total_steps=10)
+    with pytest.raises(ValueError, match="train.scheduler.policy='exponential'"):
+        build_lr_lambda("exponential", total_steps=10)
+
+
+def test_poly_is_the_reference_classifier_decay():
+    f = build_lr_lambda("poly", total_steps=100, burn_in=0, power=4)
+    assert f(0) == 1.0 and f(100) == 0.0 and f(50) == pytest.approx(0.5**4)

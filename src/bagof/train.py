@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import hydra
 import lightning as L
+import mlflow
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -20,9 +20,8 @@ from omegaconf.errors import InterpolationResolutionError
 from .config import flatten
 from .errors import BagofError
 from .features import check_features
-from .tasks import DetectionTask
+from .tasks import ClassificationTask, DetectionTask, TrainingTask
 from .utils.callbacks import EpochSummary
-from .utils.visualize import draw_predictions
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +35,27 @@ def build_logger(cfg: DictConfig):
     return hydra.utils.instantiate(cfg.logger)
 
 
+def build_task(cfg: DictConfig, model, loss) -> TrainingTask:
+    """``task=detect`` (the default) or ``task=classify`` (conf/task/); the rest of the loop is shared."""
+    t, kind = cfg.train, cfg.get("task", "detect")
+    if kind == "detect":
+        return DetectionTask(model, loss, t.optimizer, t.scheduler, t.postprocess, eval_every=t.eval_every)
+    if kind == "classify":
+        return ClassificationTask(model, loss, t.optimizer, t.scheduler)
+    raise BagofError(f"task={kind!r}: choose detect or classify (conf/task/)")
+
+
 @dataclass
 class RunResult:
-    metrics: dict[str, float]  # AP, AP50, AP75, APs, APm, APl in [0, 1]
+    metrics: dict[str, float]  # detection: AP, AP50, AP75, APs, APm, APl; classification: top1, top5; in [0, 1]
     run_id: str | None         # MLflow run id (None without a logger)
     seconds: float
 
 
 def train(cfg: DictConfig) -> float:
-    """Trains and evaluates one configuration; returns the final COCO AP (what sweepers optimise)."""
-    return fit(cfg).metrics.get("AP", 0.0)
+    """Trains and evaluates one configuration; returns its primary metric (AP, or top-1 for a classifier)."""
+    metrics = fit(cfg).metrics
+    return metrics.get("AP", metrics.get("top1", 0.0))
 
 
 def fit(cfg: DictConfig) -> RunResult:
@@ -57,10 +67,12 @@ def fit(cfg: DictConfig) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
+    if cfg.get("logger") and "tracking_uri" in cfg.logger:  # where model.backbone_weights=runs:/... are found
+        mlflow.set_tracking_uri(cfg.logger.tracking_uri)
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     loss = hydra.utils.instantiate(cfg.loss)
     t = cfg.train
-    task = DetectionTask(model, loss, t.optimizer, t.scheduler, t.postprocess, eval_every=t.eval_every)
+    task = build_task(cfg, model, loss)
     logger = build_logger(cfg)
     if logger is not None:
         logger.log_hyperparams(flatten(cfg))
@@ -84,7 +96,7 @@ def fit(cfg: DictConfig) -> RunResult:
     if logger is not None:
         _log_artifacts(logger, cfg, task, datamodule)
         logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
-    _print_summary(cfg, metrics, logger, time.time() - t0, task.coco_summary)
+    _print_summary(cfg, metrics, logger, time.time() - t0)
     return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
 
 
@@ -106,15 +118,11 @@ def _log_artifacts(logger, cfg: DictConfig, task, datamodule) -> None:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         client.log_artifact(run_id, str(Path(d) / "config.yaml"))
-        pic = draw_predictions(task, datamodule.val_set)
-        cv2.imwrite(str(Path(d) / "predictions.png"), cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))
-        client.log_artifact(run_id, str(Path(d) / "predictions.png"))
-        if task.coco_summary:
-            (Path(d) / "coco_eval.txt").write_text(task.coco_summary)
-            client.log_artifact(run_id, str(Path(d) / "coco_eval.txt"))
+        for f in task.write_artifacts(Path(d), datamodule):
+            client.log_artifact(run_id, str(f))
 
 
-def _print_summary(cfg, metrics, logger, seconds, coco_summary) -> None:
+def _print_summary(cfg, metrics, logger, seconds) -> None:
     lines = [f"bagof: {cfg.model.backbone} on {cfg.data.name} at scale={cfg.scale.name}, {seconds / 60:.1f} min"]
     lines.append("  " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     if logger is not None:

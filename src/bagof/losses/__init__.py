@@ -1,3 +1,4 @@
+from .softmax import SoftmaxCrossEntropy
 from .yolo_loss import YoloLoss
 
-__all__ = ["YoloLoss"]
+__all__ = ["SoftmaxCrossEntropy", "YoloLoss"]

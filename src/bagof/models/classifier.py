@@ -1,4 +1,5 @@
-"""A backbone with the Darknet classifier head (global average pool -> linear 1x1 conv with bias)."""
+"""A backbone with the Darknet classifier head (global average pool -> linear 1x1 conv with bias): the
+classification task's model (``conf/model/classifier.yaml``), whose backbone a detector can start from."""
 from __future__ import annotations
 
 from torch import nn
@@ -7,9 +8,12 @@ from .backbones import BACKBONES
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: str, num_classes: int = 1000, width: float = 1.0, depth: float = 1.0, act: str = "mish"):
+    def __init__(self, backbone: str, num_classes: int = 1000, width: float = 1.0, depth: float = 1.0,
+                 backbone_act: str = "mish"):
         super().__init__()
-        self.backbone = BACKBONES[backbone](width=width, depth=depth, act=act)
+        if backbone not in BACKBONES:
+            raise ValueError(f"model.backbone={backbone!r}: choose one of {sorted(BACKBONES)}")
+        self.backbone = BACKBONES[backbone](width=width, depth=depth, act=backbone_act)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Conv2d(self.backbone.num_features, num_classes, 1)
 

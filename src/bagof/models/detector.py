@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .backbones import BACKBONES
+from .transfer import load_backbone
 from .heads import YoloHead
 from .layers import make_divisible
 from .layers.attention import SAM
@@ -38,7 +39,7 @@ class YoloDetector(nn.Module):
                  scale_x_y: Sequence[float] = (1.0, 1.0, 1.0), img_size: int | None = None,
                  anchors_size: int | None = None, dropblock: dict | None = None, fusion: str | None = None,
                  rfb: bool = False, sam: str | None = None, gaussian: bool = False, csp: bool = True,
-                 miwrc: bool = False):
+                 miwrc: bool = False, backbone_weights: str | None = None):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone={backbone!r}: choose one of {sorted(BACKBONES)}")
@@ -53,6 +54,8 @@ class YoloDetector(nn.Module):
             self.backbone = BACKBONES[backbone](width=width, depth=depth, act=backbone_act, **extra)
         except TypeError:
             raise ValueError(f"model.backbone={backbone} has no option {sorted(extra)}") from None
+        if backbone_weights:  # Table 6: start from a trained classifier's backbone (models/transfer.py)
+            load_backbone(self.backbone, backbone_weights)
         chans = [c if width == 1.0 else make_divisible(c * width) for c in neck_channels]
         self.neck = build_neck(self.backbone.out_channels, chans, kind=neck, spp=spp, act=neck_act)
         c_out = self.neck.out_channels

@@ -70,11 +70,6 @@ def main(argv=None) -> int:
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if sweep.task != "detection":
-        print(f"note: {sweep.name} is a {sweep.task} table; that task is not implemented yet, so every row is "
-              "reported as not implemented", file=sys.stderr)
-        for row in sweep.rows:
-            row.not_implemented = row.not_implemented or f"{sweep.task} task not implemented yet"
     client = mlflow.MlflowClient(tracking_uri())
     if a.cmd == "run":
         inv = Invocation(a.scale, a.data or sweep.data, a.seeds, a.jobs, a.force, tuple(a.overrides), a.launcher,

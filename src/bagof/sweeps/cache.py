@@ -4,7 +4,8 @@ Keys that do not change results (paths, logging, progress bars, loader workers, 
 and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
 A scale preset's settings for the search (``scale.ga_fraction``) and for other tasks
 (``scale.classify``) act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is read by the
-search alone, and ``task: detect`` is what a config without ``task`` meant before tasks existed.
+search alone, and ``task: detect`` / ``model.backbone_weights: null`` are what a config without those keys meant
+before they existed (0.2.0 runs keep their hashes).
 """
 from __future__ import annotations
 
@@ -37,4 +38,6 @@ def config_hash(cfg: DictConfig) -> str:
         data.get("scale", {}).pop(k, None)
     if data.get("task") == "detect":
         data.pop("task")
+    if data.get("model", {}).get("backbone_weights", "") is None:  # as a config without the key meant
+        data["model"].pop("backbone_weights")
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

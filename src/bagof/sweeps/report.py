@@ -15,7 +15,7 @@ import mlflow
 from scipy import stats
 
 from .cache import CODE_VERSION
-from .runner import Invocation, compose_row, config_hash, find_finished
+from .runner import Invocation, backbone_from, compose_row, config_hash, find_finished
 from .spec import Row, Sweep
 
 
@@ -53,7 +53,10 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
         errors = []
         for seed in range(inv.seeds):
             try:
-                chash = config_hash(compose_row(sweep, row, inv, seed))
+                chash = config_hash(compose_row(sweep, row, inv, seed, backbone_from(client, sweep, row, inv, seed)))
+            except LookupError as e:
+                errors.append(f"pretraining: {e}")
+                continue
             except Exception as e:
                 errors.append(f"config: {str(e).splitlines()[0]}")
                 continue

@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..config import CONFIG_DIR
 from ..features import check_features
 from .cache import CODE_VERSION, config_hash
-from .spec import Row, Sweep
+from .spec import TASKS, Row, Sweep
 
 log = logging.getLogger("bagof.sweeps")
 
@@ -49,14 +49,14 @@ class Invocation:
     command: str = ""            # the command line, for the report's header
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
-        return [f"data={self.data}", f"scale={self.scale}", *sweep.overrides, *row.hydra_overrides(self.scale),
-                *self.extra, f"seed={seed}", f"experiment={sweep.name}"]
+        return [f"task={TASKS[sweep.task]}", f"data={self.data}", f"scale={self.scale}", *sweep.overrides,
+                *row.hydra_overrides(self.scale), *self.extra, f"seed={seed}", f"experiment={sweep.name}"]
 
 
-def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int) -> DictConfig:
+def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int, extra: list[str] = ()) -> DictConfig:
     """The row's config; contradictory toggles or a table run without MLflow fail here, at config time."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=inv.overrides(sweep, row, seed))
+        cfg = compose("config", overrides=inv.overrides(sweep, row, seed) + list(extra))
     check_features(cfg)
     if "_target_" not in cfg.logger:
         raise ValueError("table rows are logged to MLflow: remove logger=none from the overrides")
@@ -77,12 +77,41 @@ def experiment_id(client: mlflow.MlflowClient, name: str, artifact_location: str
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-def find_finished(client, exp_id: str, chash: str, seed: int):
-    runs = client.search_runs(
-        [exp_id], f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and tags.code_version = '{CODE_VERSION}' "
-        f"and tags.`{TAG_KIND}` = 'row' and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-        max_results=1)
-    return runs[0] if runs else None
+def find_finished(client, exp_id: str | None, chash: str, seed: int, kinds=("row",)):
+    """The latest FINISHED run of this config and seed under this code version: in ``exp_id``, or in any
+    experiment when None (a pretrained classifier is the same run whichever table trained it)."""
+    ids = [exp_id] if exp_id else [e.experiment_id for e in client.search_experiments()]
+    for k in kinds:
+        runs = client.search_runs(
+            ids, f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and tags.code_version = '{CODE_VERSION}' "
+            f"and tags.`{TAG_KIND}` = '{k}' and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
+            max_results=1)
+        if runs:
+            return runs[0]
+    return None
+
+
+PRETRAIN_KINDS = ("pretrain", "row")  # a classifier row of Table 2/3 serves as Table 6's pretraining too
+
+
+def compose_pretrain(sweep: Sweep, row: Row, inv: Invocation, seed: int) -> DictConfig:
+    """The classifier a Table 6 row starts from: its own data (default the CIFAR-10 subset), task=classify,
+    its toggles; not the table's detection overrides nor the command's extra overrides."""
+    pre = row.pretrain_row()
+    cls_sweep = replace(sweep, task="classification", overrides=[])
+    return compose_row(cls_sweep, pre, replace(inv, data=row.pretrain.get("data", "cifar10_subset"), extra=()), seed)
+
+
+def backbone_from(client, sweep: Sweep, row: Row, inv: Invocation, seed: int) -> list[str]:
+    """``[model.backbone_weights=runs:/<id>]`` for a row with ``pretrain`` (its classifier's finished run),
+    ``[]`` without; LookupError when that classifier has no finished run yet."""
+    if row.pretrain is None:
+        return []
+    cfg = compose_pretrain(sweep, row, inv, seed)
+    run = find_finished(client, None, config_hash(cfg), seed, PRETRAIN_KINDS)
+    if run is None:
+        raise LookupError(f"its pretrained classifier ({row.pretrain_row().label}, seed {seed}) has no finished run")
+    return [f"model.backbone_weights=runs:/{run.info.run_id}"]
 
 
 def _job(cfg_yaml: str, run_id: str, threads: int) -> dict:
@@ -122,6 +151,9 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
     for k, v in {"scale": inv.scale, "data": inv.data, "seeds": inv.seeds, "jobs": inv.jobs, "force": inv.force}.items():
         client.log_param(pid, k, v)
     t0 = time.time()
+    jobs = max(1, inv.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    _pretrain(sweep, inv, client, exp_id, pid, threads)
     records, todo = [], []
     for row in sweep.rows:
         reason = row.missing()
@@ -131,10 +163,11 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
             if reason:
                 continue
             try:
-                cfg = compose_row(sweep, row, inv, seed)
+                cfg = compose_row(sweep, row, inv, seed, backbone_from(client, sweep, row, inv, seed))
                 chash = config_hash(cfg)  # resolves every interpolation (e.g. missing optimized anchors)
-            except Exception as e:  # a broken override or value: this row fails, the others run
-                rec.update(status="FAILED", error=f"config: {type(e).__name__}: {str(e).splitlines()[0]}")
+            except Exception as e:  # a broken override or value, a failed classifier: this row fails, the others run
+                what = "pretraining" if isinstance(e, LookupError) else "config"
+                rec.update(status="FAILED", error=f"{what}: {type(e).__name__}: {str(e).splitlines()[0]}")
                 run = client.create_run(exp_id, run_name=f"{row.label} s{seed}", tags={
                     "mlflow.parentRunId": pid, TAG_KIND: "row", "row": row.label, "seed": str(seed),
                     "code_version": CODE_VERSION, "error": rec["error"][:500]})
@@ -152,10 +185,48 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
                 "config_hash": chash, "code_version": CODE_VERSION})
             rec.update(run_id=child.info.run_id, cached=False)
             todo.append((rec, OmegaConf.to_yaml(cfg, resolve=True)))
-    jobs = max(1, inv.jobs)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     log.info("%s: %d runs to train, %d reused, %d not implemented", sweep.name, len(todo),
              sum(1 for r in records if r.get("cached")), sum(1 for r in records if r.get("reason")))
+    _train(todo, inv, threads, client)
+    client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
+    client.log_metric(pid, "trained_runs", len(todo))
+    return pid, records
+
+
+def _pretrain(sweep: Sweep, inv: Invocation, client, exp_id: str, pid: str, threads: int) -> None:
+    """Trains the classifiers that rows with ``pretrain`` start from (Table 6), unless a finished identical
+    run exists in any experiment; identical classifiers of several rows are trained once. A failed one
+    fails its rows later (they find no finished classifier), not the sweep."""
+    todo, seen = [], set()
+    for row in sweep.rows:
+        if row.pretrain is None or row.missing():
+            continue
+        for seed in range(inv.seeds):
+            label = row.pretrain_row().label
+            try:
+                cfg = compose_pretrain(sweep, row, inv, seed)
+                chash = config_hash(cfg)
+            except Exception as e:
+                log.error("%s seed %d: config: %s", label, seed, str(e).splitlines()[0])
+                continue
+            if (chash, seed) in seen:
+                continue
+            seen.add((chash, seed))
+            cached = None if inv.force else find_finished(client, None, chash, seed, PRETRAIN_KINDS)
+            if cached is not None:
+                log.info("%s seed %d: reusing finished classifier %s", label, seed, cached.info.run_id)
+                continue
+            child = client.create_run(exp_id, run_name=f"{label} s{seed}", tags={
+                "mlflow.parentRunId": pid, TAG_KIND: "pretrain", "row": label, "seed": str(seed),
+                "config_hash": chash, "code_version": CODE_VERSION})
+            todo.append(({"row": label, "seed": seed, "run_id": child.info.run_id}, OmegaConf.to_yaml(cfg, resolve=True)))
+    if todo:
+        log.info("%s: %d classifiers to pretrain first", sweep.name, len(todo))
+    _train(todo, inv, threads, client)
+
+
+def _train(todo, inv: Invocation, threads: int, client) -> None:
+    """Runs the jobs; a failure is recorded on its MLflow run (and in its record), the others go on."""
     for rec, out in _execute(todo, inv, threads):
         rec.update(status=out["status"], error=out.get("error"))
         if out["status"] != "FINISHED":
@@ -165,9 +236,6 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
         else:
             log.info("%s seed %d done: %s", rec["row"], rec["seed"],
                      "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
-    client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
-    client.log_metric(pid, "trained_runs", len(todo))
-    return pid, records
 
 
 def _execute(todo, inv: Invocation, threads: int):

@@ -3,7 +3,9 @@
 Row keys: ``label``; ``bof`` / ``bos`` (toggle names, configs in ``conf/bof`` / ``conf/bos``);
 ``overrides`` (plain Hydra overrides); ``scale_overrides`` (``{scale: [overrides]}``, for a row whose
 setting depends on the scale, e.g. splitting the cpu scale's batch into mini-batches); ``paper`` (the paper's figures); optional ``flags`` (the paper's
-columns, for the report) and ``not_implemented`` (a reason, for rows needing more than a toggle).
+columns, for the report), ``not_implemented`` (a reason, for rows needing more than a toggle) and
+``pretrain`` (Table 6: a classifier to train first, ``{data, bof, bos, overrides}``, whose backbone the
+row's detector starts from; cached like any row, and shared with an identical row of Tables 2-3).
 A row naming a toggle whose config does not exist yet is "not implemented" too: it is kept in the
 report and never trained, so rows light up as features land.
 """
@@ -18,6 +20,9 @@ from ..config import CONFIG_DIR
 from ..errors import BagofError
 
 
+TASKS = {"detection": "detect", "classification": "classify"}  # sweep file's `task` -> the config's task=
+
+
 @dataclass
 class Row:
     label: str
@@ -28,13 +33,27 @@ class Row:
     scale_overrides: dict[str, list[str]] = field(default_factory=dict)
     flags: dict = field(default_factory=dict)
     not_implemented: str | None = None
+    pretrain: dict | None = None
+
+    def pretrain_row(self) -> Row | None:
+        """The classifier this row starts from, as a row of its own (None without ``pretrain``)."""
+        if self.pretrain is None:
+            return None
+        p = dict(self.pretrain)
+        unknown = set(p) - {"data", "bof", "bos", "overrides"}
+        if unknown:
+            raise SweepError(f"row {self.label!r}: pretrain keys are data, bof, bos, overrides (not {sorted(unknown)})")
+        return Row(label=f"{self.label} / classifier", paper={}, bof=list(p.get("bof", [])),
+                   bos=list(p.get("bos", [])), overrides=list(p.get("overrides", [])))
 
     def missing(self) -> str | None:
         """Why this row cannot run yet (None when it can)."""
         if self.not_implemented:
             return self.not_implemented
-        gone = [f"{g}/{n}" for g, names in (("bof", self.bof), ("bos", self.bos)) for n in names
-                if not (Path(CONFIG_DIR) / g / f"{n}.yaml").is_file()]
+        pre = self.pretrain_row()
+        gone = [f"{g}/{n}" for g, names in (("bof", self.bof), ("bos", self.bos),
+                                            ("bof", pre.bof if pre else []), ("bos", pre.bos if pre else []))
+                for n in names if not (Path(CONFIG_DIR) / g / f"{n}.yaml").is_file()]
         return f"toggle {', '.join(gone)} not implemented yet" if gone else None
 
     def hydra_overrides(self, scale: str | None = None) -> list[str]:
@@ -85,6 +104,8 @@ def load_sweep(path: str | Path) -> Sweep:
                   metrics=list(raw.get("metrics", ["AP", "AP50", "AP75"])), rows=rows,
                   overrides=list(raw.get("overrides", [])), baseline=raw.get("baseline"), data=raw.get("data", "bccd"),
                   path=path)
+    if sweep.task not in TASKS:
+        raise SweepError(f"{path}: task {sweep.task!r}: choose one of {sorted(TASKS)}")
     if sweep.baseline and sweep.baseline_row() is None:
         raise SweepError(f"{path}: baseline {sweep.baseline!r} is not a row label")
     return sweep

@@ -1,3 +1,5 @@
+from .base import TrainingTask
+from .classify import ClassificationTask
 from .detect import DetectionTask
 
-__all__ = ["DetectionTask"]
+__all__ = ["ClassificationTask", "DetectionTask", "TrainingTask"]

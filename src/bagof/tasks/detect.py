@@ -2,31 +2,31 @@
 from __future__ import annotations
 
 import logging
-import math
+from pathlib import Path
 
-import lightning as L
+import cv2
 import torch
 from torch import nn
 
 from ..eval import coco_evaluate, to_coco_results
 from ..ops.postprocess import postprocess
-from .schedules import build_lr_lambda
+from ..utils.visualize import draw_predictions
+from .base import TrainingTask
 
 log = logging.getLogger(__name__)
 
 
-class DetectionTask(L.LightningModule):
+class DetectionTask(TrainingTask):
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict, postprocess: dict,
                  eval_every: int = 1):
-        super().__init__()
+        super().__init__(optimizer, scheduler)
         self.model, self.loss = model, loss
         if getattr(model, "gaussian", False) != getattr(loss, "gaussian", False):
             raise ValueError("model.gaussian and loss.gaussian must agree (the Gaussian YOLO head needs its loss): "
                              "use +bos=gaussian, which sets both")
-        self.opt_cfg, self.sched_cfg, self.post_cfg = dict(optimizer), dict(scheduler), dict(postprocess)
+        self.post_cfg = dict(postprocess)
         self.eval_every = eval_every
         self._results: list[dict] = []
-        self.last_metrics: dict[str, float] = {}
         self.coco_summary = ""
         self.evaluated_now = False
 
@@ -82,25 +82,12 @@ class DetectionTask(L.LightningModule):
         self.last_metrics, self.evaluated_now = metrics, True
         self.log_dict({f"val/{k}": v for k, v in metrics.items()})
 
-    def configure_optimizers(self):
-        cfg = dict(self.opt_cfg)
-        name, wd = cfg.pop("name"), cfg.pop("weight_decay", 0.0)
-        cfg["lr"] = cfg["lr"] * cfg.pop("lr_factor", 1.0)  # e.g. the GA toggle's factor on the scale's lr
-        # Darknet decays conv weights only; BN parameters and biases are not decayed.
-        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        if name == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
-        elif name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg.get("momentum", 0.9), 0.999))
-        else:
-            raise ValueError(f"train.optimizer.name={name!r}: choose sgd or adamw")
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched_cfg = dict(self.sched_cfg)
-        burn_in = sched_cfg.pop("burn_in", 0)
-        if isinstance(burn_in, float) and burn_in < 1:  # a fraction of training
-            burn_in = math.ceil(burn_in * total)
-        lam = build_lr_lambda(total_steps=total, burn_in=int(burn_in), **sched_cfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def write_artifacts(self, folder: Path, datamodule) -> list[Path]:
+        """Files logged with the run: predictions drawn on validation images, the COCO evaluation's text."""
+        pic = draw_predictions(self, datamodule.val_set)
+        out = [folder / "predictions.png"]
+        cv2.imwrite(str(out[0]), cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))
+        if self.coco_summary:
+            out.append(folder / "coco_eval.txt")
+            out[-1].write_text(self.coco_summary)
+        return out

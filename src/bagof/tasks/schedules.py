@@ -4,7 +4,8 @@
 decay (x0.1 at 80% and 90% of training: 400k and 450k of 500.5k steps). ``cosine`` (CA):
 ``lr_min + (lr0 - lr_min) (1 + cos(pi t / T)) / 2`` after the warm-up, optionally with SGDR warm
 restarts (first period ``t0`` as a fraction of training, each next period ``t_mult`` times longer).
-The factors multiply ``lr0``, so ``min_factor`` is ``lr_min / lr0``.
+The factors multiply ``lr0``, so ``min_factor`` is ``lr_min / lr0``. ``poly``: the reference
+classifier's ``(1 - step / total) ** power`` (csdarknet53-omega.cfg: power 4).
 """
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ def cosine_policy(total: int, burn_in: int = 0, min_factor: float = 0.0, t0: flo
     return factor
 
 
-POLICIES = {"steps": steps_policy, "cosine": cosine_policy}
+def poly_policy(total: int, power: float = 4.0):
+    return lambda step: max(0.0, 1 - step / total) ** power
+
+
+POLICIES = {"steps": steps_policy, "cosine": cosine_policy, "poly": poly_policy}
 
 
 def build_lr_lambda(policy: str, total_steps: int, burn_in: int = 0, burn_in_power: float = 4.0, **kwargs):
