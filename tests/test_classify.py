@@ -241,3 +241,27 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
     assert len(client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'pretrain'")) == 1
     md = (tmp_path / "reports" / "tablez.md").read_text()
     assert md.count("| done |") == 2
+
+
+def test_top1_top5_counting_hand_made():
+    from bagof.tasks import ClassificationTask
+
+    class Fixed(torch.nn.Module):  # logits given by the batch itself
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Conv2d(1, 6, 1)
+
+        def forward(self, x):
+            return x
+
+    task = ClassificationTask(Fixed(), SoftmaxCrossEntropy(), {"name": "sgd", "lr": 0.1}, {"policy": "steps"})
+    task.log = lambda *a, **k: None
+    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4],    # true 0: top-1 hit
+                           [9.0, 8, 7, 6, 5, 4],    # true 4: 5th best, a top-5 hit only
+                           [9.0, 8, 7, 6, 5, 4],    # true 5: last, neither
+                           [0.0, 1, 0, 0, 0, 0]])   # true 1: top-1 hit
+    task.on_validation_epoch_start()
+    task.validation_step((logits, None, torch.tensor([0, 4, 5, 1])), 0)
+    n, c1, c5 = task._counts.sum(0).tolist()
+    assert (n, c1, c5) == (4, 2, 3)
+    assert task._counts[4].tolist() == [1, 0, 1] and task._counts[5].tolist() == [1, 0, 0]

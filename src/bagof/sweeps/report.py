@@ -124,7 +124,8 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
         table.append(cells)
     md = [f"# {sweep.title}", ""]
     md += [f"- **{k}**: {v}" for k, v in header.items()]
-    md += ["", "Figures in percent. Paper: MS COCO at full scale. Reproduced: mean ± standard deviation over seeds; "
+    paper_data = "ImageNet" if sweep.task == "classification" else "MS COCO"
+    md += ["", f"Figures in percent. Paper: {paper_data} at full scale. Reproduced: mean ± standard deviation over seeds; "
            f"the 95% interval is Student's t over seeds; Δ is the difference from the baseline row "
            f"({sweep.baseline}) paired by seed, ± its 95% half-interval.", ""]
     md.append("| " + " | ".join(cols) + " |")
