@@ -39,7 +39,7 @@ def test_every_table_file_loads_with_the_papers_rows():
         assert all(set(sweep.metrics) <= set(r.paper) for r in sweep.rows if "control" not in r.label)
     t4 = load_sweep(SWEEPS / "table4.yaml")
     assert t4.rows[0].paper == {"AP": 38.0, "AP50": 60.0, "AP75": 40.8}
-    assert t4.rows[-1].bof == ["grid_sensitivity", "mosaic", "iou_thresh", "ga", "optimized_anchors", "ciou"]
+    assert t4.rows[-1].bof == ["ga", "grid_sensitivity", "mosaic", "iou_thresh", "optimized_anchors", "ciou"]
 
 
 def test_row_overrides_and_missing_toggles():
