@@ -282,8 +282,8 @@ def write_hparams(path: Path, params: dict, space: SearchSpace, study, cfg: Dict
     head = [
         "# @package _global_",
         f"# Hyperparameters found by the GA search (bagof.search), applied by +bof=ga. Study {s.study!r}",
-        f"# ({s.storage}), sampler {s.sampler}, data={cfg.data.name}, scale={cfg.scale.name}, each trial "
-        f"{s.fraction:g} of the schedule, trained and scored on",
+        f"# ({s.storage.replace(str(cfg.paths.root), '<repo>')}), sampler {s.sampler}, data={cfg.data.name}, "
+        f"scale={cfg.scale.name}, each trial {s.fraction:.0%} of the schedule, trained and scored on",
         f"# {study.user_attrs.get('holdout', 'data.val')},",
         f"# fitness {dict(s.fitness)}: best trial {best.number} = {best.value:.4f}"
         + (f", the defaults' trial = {default:.4f}" if default is not None else "") + f"; {time.strftime('%Y-%m-%d')}.",
