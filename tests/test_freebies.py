@@ -238,9 +238,15 @@ def test_sat_callback_alters_the_batch_in_place_after_warm_up(compose):
 
 
 # ---- GA placeholder, and everything at once -------------------------------------------------------------
-def test_ga_placeholder_scales_the_lr_and_sets_momentum(compose):
+def test_ga_applies_the_search_result_to_the_optimizer(compose):
+    from omegaconf import OmegaConf
+
+    from bagof.config import CONFIG_DIR
+
+    found = OmegaConf.load(f"{CONFIG_DIR}/hparams/ga.yaml")
     cfg = compose(["+bof=ga"])
-    assert cfg.train.optimizer.lr_factor == 2.61 and cfg.train.optimizer.momentum == 0.949
+    assert cfg.train.optimizer.lr == found.train.optimizer.lr and cfg.loss.box_weight == found.loss.box_weight
+    assert cfg.data.augment.hue == found.data.augment.hue and cfg.features.ga == "hyperparameters"
     task = _task(compose)
     task.opt_cfg = dict(cfg.train.optimizer)
     task._trainer = None
@@ -250,8 +256,9 @@ def test_ga_placeholder_scales_the_lr_and_sets_momentum(compose):
         opt = task.configure_optimizers()["optimizer"]
     finally:
         del type(task).trainer
-    assert opt.defaults["lr"] == pytest.approx(cfg.train.optimizer.lr * 2.61)
-    assert opt.defaults["betas"][0] == 0.949
+    assert opt.defaults["lr"] == pytest.approx(found.train.optimizer.lr)
+    assert opt.defaults["betas"][0] == pytest.approx(found.train.optimizer.momentum)
+    assert opt.param_groups[0]["weight_decay"] == pytest.approx(found.train.optimizer.weight_decay)
 
 
 def test_all_training_freebies_compose_and_train(compose, tmp_path):

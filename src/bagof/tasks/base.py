@@ -24,7 +24,6 @@ class TrainingTask(L.LightningModule):
     def configure_optimizers(self):
         cfg = dict(self.opt_cfg)
         name, wd = cfg.pop("name"), cfg.pop("weight_decay", 0.0)
-        cfg["lr"] = cfg["lr"] * cfg.pop("lr_factor", 1.0)  # e.g. the GA toggle's factor on the scale's lr
         # Darknet decays conv weights only; BN parameters and biases are not decayed.
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
