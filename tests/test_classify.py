@@ -241,6 +241,23 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
     assert len(client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'pretrain'")) == 1
     md = (tmp_path / "reports" / "tablez.md").read_text()
     assert md.count("| done |") == 2
+    # and the other way round: a classification table's identical row reuses that pretrained classifier
+    cls = tmp_path / "tablec.yaml"
+    cls.write_text(textwrap.dedent("""\
+        title: classifiers
+        task: classification
+        data: crops
+        metrics: [top1, top5]
+        baseline: base
+        overrides: [model.backbone=cspresnext50]
+        rows:
+          - label: base
+            paper: {top1: 1.0, top5: 2.0}
+        """))
+    assert main(["run", str(cls), "--scale", "smoke", "--seeds", "1", "--out", str(tmp_path / "reports")]) == 0
+    parent = client.search_runs([client.get_experiment_by_name("tablec").experiment_id], "tags.`bagof.kind` = 'table'")[0]
+    assert parent.data.metrics["trained_runs"] == 0
+    assert "| base | 1.0 | 2.0 |" in (tmp_path / "reports" / "tablec.md").read_text()
 
 
 def test_top1_top5_counting_hand_made():

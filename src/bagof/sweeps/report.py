@@ -15,7 +15,7 @@ import mlflow
 from scipy import stats
 
 from .cache import CODE_VERSION
-from .runner import Invocation, backbone_from, compose_row, config_hash, find_finished
+from .runner import Invocation, backbone_from, compose_row, config_hash, find_row
 from .spec import Row, Sweep
 
 
@@ -60,7 +60,7 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
             except Exception as e:
                 errors.append(f"config: {str(e).splitlines()[0]}")
                 continue
-            run = find_finished(client, exp_id, chash, seed)
+            run = find_row(client, exp_id, chash, seed)
             if run is None:
                 failed = client.search_runs([exp_id], f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
                                             f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'FAILED'",

@@ -94,6 +94,11 @@ def find_finished(client, exp_id: str | None, chash: str, seed: int, kinds=("row
 PRETRAIN_KINDS = ("pretrain", "row")  # a classifier row of Table 2/3 serves as Table 6's pretraining too
 
 
+def find_row(client, exp_id: str, chash: str, seed: int):
+    """A row's finished run: in its table's experiment, else a classifier that Table 6 pretrained (same run)."""
+    return find_finished(client, exp_id, chash, seed) or find_finished(client, None, chash, seed, ("pretrain",))
+
+
 def compose_pretrain(sweep: Sweep, row: Row, inv: Invocation, seed: int) -> DictConfig:
     """The classifier a Table 6 row starts from: its own data (default the CIFAR-10 subset), task=classify,
     its toggles; not the table's detection overrides nor the command's extra overrides."""
@@ -175,7 +180,7 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
                 log.error("%s seed %d FAILED: %s", row.label, seed, rec["error"])
                 continue
             rec["config_hash"] = chash
-            cached = None if inv.force else find_finished(client, exp_id, chash, seed)
+            cached = None if inv.force else find_row(client, exp_id, chash, seed)
             if cached is not None:
                 rec.update(status="FINISHED", run_id=cached.info.run_id, cached=True)
                 log.info("%s seed %d: reusing finished run %s", row.label, seed, cached.info.run_id)
