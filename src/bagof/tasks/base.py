@@ -1,5 +1,5 @@
 """What every task shares: the optimizer (SGD or AdamW, Darknet's decay of conv weights only) and the
-step-wise LR schedule (burn-in, then steps or cosine), built from ``train.optimizer`` / ``train.scheduler``."""
+step-wise LR schedule (burn-in, then steps, cosine or poly), built from ``train.optimizer`` / ``train.scheduler``."""
 from __future__ import annotations
 
 import math
