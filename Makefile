@@ -54,7 +54,7 @@ $(TABLES): install  # train the table's rows, write reports/tableN.{md,csv,png}
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
 
-tables: install  ## every table in turn (a failing table does not stop the others)
+tables: install  ## every table in turn (a failing table does not stop the others); leave DATA unset: each sweep names its data
 	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
 
 anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> conf/anchors/<data>.yaml
