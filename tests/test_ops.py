@@ -74,7 +74,7 @@ def test_letterbox_round_trip():
     img[100:200, 300:400] = 255
     out, lb = letterbox(img, 256)
     assert out.shape == (256, 256, 3)
-    assert lb.scale == pytest.approx(0.4) and (lb.pad_x, lb.pad_y) == (0, 32)
+    assert lb.scale_x == lb.scale_y == pytest.approx(0.4) and (lb.pad_x, lb.pad_y) == (0, 32)
     boxes = np.array([[300, 100, 400, 200], [0, 0, 640, 480]], np.float32)
     fwd = lb.forward_boxes(boxes)
     assert fwd[0].tolist() == pytest.approx([120, 72, 160, 112])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -21,10 +22,19 @@ def to_coco_results(dets, image_id: int, categories: list[dict]) -> list[dict]:
     return out
 
 
-def coco_evaluate(gt: dict, results: list[dict]) -> tuple[dict[str, float], str]:
-    """Returns ({AP, AP50, AP75, APs, APm, APl} in [0, 1], pycocotools' printed summary)."""
+def coco_evaluate(gt: dict, results: list[dict], image_ids=None) -> tuple[dict[str, float], str]:
+    """Returns ({AP, AP50, AP75, APs, APm, APl} in [0, 1], pycocotools' printed summary).
+
+    ``image_ids``: the images that were predicted (``limit_val_batches`` sees part of the split); only
+    their ground truth is scored. A metric without ground truth (pycocotools' -1, e.g. APs on a set with
+    no small object) is NaN, "undefined", not 0."""
+    if image_ids is not None:
+        ids = set(image_ids)
+        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
+              "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
     if not results:
-        return {k: 0.0 for k in METRICS}, "no detections"
+        undefined = _undefined_metrics(gt)
+        return {k: math.nan if k in undefined else 0.0 for k in METRICS}, "no detections"
     coco_gt = COCO()
     coco_gt.dataset = copy.deepcopy({k: gt[k] for k in ("images", "annotations", "categories")})
     buf = io.StringIO()
@@ -35,5 +45,15 @@ def coco_evaluate(gt: dict, results: list[dict]) -> tuple[dict[str, float], str]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = np.maximum(ev.stats[:6], 0.0)  # pycocotools writes -1 where a size range has no truth
-    return dict(zip(METRICS, map(float, stats))), buf.getvalue()
+    stats = [math.nan if v < 0 else float(v) for v in ev.stats[:6]]  # -1: no truth in that size range
+    return dict(zip(METRICS, stats)), buf.getvalue()
+
+
+def _undefined_metrics(gt: dict) -> set[str]:
+    """The metrics pycocotools would report as -1 for this ground truth (no box in the range)."""
+    areas = [a.get("area", a["bbox"][2] * a["bbox"][3]) for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    out = set() if areas else {"AP", "AP50", "AP75"}
+    for k, lo, hi in (("APs", 0, 32**2), ("APm", 32**2, 96**2), ("APl", 96**2, 1e10)):
+        if not any(lo <= a < hi for a in areas):
+            out.add(k)
+    return out

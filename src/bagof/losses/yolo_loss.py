@@ -8,6 +8,13 @@ rate by the batch, which is the same thing).
 Assignment: a truth goes to the anchor (of all nine) with the best shape IoU, at the cell holding
 its centre; with ``iou_thresh < 1`` every other anchor whose shape IoU exceeds it is assigned too.
 
+Centre gradient (``xy_grad``): Darknet's yolo layer writes the delta ``scale * (t_x - x)`` of the
+activated centre ``x = s * sigmoid(raw) - (s - 1) / 2`` straight into the raw output's gradient, without
+the sigmoid's derivative (backward_yolo_layer copies the delta; no gradient_array for x, y), and so does
+its IoU-loss delta. ``darknet`` (default: the reference) reproduces that with a straight-through estimator
+(the value of ``x``, the gradient of ``raw``); ``sigmoid`` backpropagates through the sigmoid as autograd
+would (up to 4/s times smaller gradients).
+
 Gaussian YOLO (``gaussian=True``, Table 5 "G"; Choi et al. 2019): the head also predicts sigma for
 each of tx, ty, tw, th, and the box term is the negative log-likelihood
 ``-log(N(t | mu, sigma^2) + 1e-9)`` per coordinate, times Darknet's small-box scale ``2 - w h``. With
@@ -40,10 +47,13 @@ def gaussian_nll(t: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, eps: fl
 class YoloLoss(nn.Module):
     def __init__(self, box: str = "mse", box_weight: float = 1.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
                  iou_thresh: float = 1.0, ignore_thresh: float = 0.7, label_smoothing: float = 0.0,
-                 gaussian: bool = False):
+                 gaussian: bool = False, xy_grad: str = "darknet"):
         super().__init__()
         if box not in BOX_LOSSES:
             raise ValueError(f"loss.box={box!r}: choose one of {BOX_LOSSES}")
+        if xy_grad not in ("darknet", "sigmoid"):
+            raise ValueError(f"loss.xy_grad={xy_grad!r}: choose darknet (the reference) or sigmoid")
+        self.xy_grad = xy_grad
         self.box, self.box_weight, self.obj_weight, self.cls_weight = box, box_weight, obj_weight, cls_weight
         self.iou_thresh, self.ignore_thresh, self.label_smoothing = iou_thresh, ignore_thresh, label_smoothing
         self.gaussian = gaussian
@@ -109,7 +119,10 @@ class YoloLoss(nn.Module):
                 gy = (cxcy[:, 1] / stride).long().clamp(0, h - 1)
                 ps = p[bi, a_idx, gy, gx]
                 sxy = scale_x_y[s]
-                mu = torch.cat([sxy * ps[:, :2].sigmoid() - (sxy - 1) / 2, ps[:, 2:4]], 1)  # predicted tx, ty, tw, th
+                act = sxy * ps[:, :2].sigmoid() - (sxy - 1) / 2  # the centre within its cell
+                if self.xy_grad == "darknet":  # value of act, gradient passed to the raw output unchanged
+                    act = ps[:, :2] + (act - ps[:, :2]).detach()
+                mu = torch.cat([act, ps[:, 2:4]], 1)  # predicted tx, ty, tw, th
                 t_coord = torch.cat([cxcy / stride - torch.stack([gx, gy], 1), torch.log(twh / anchors[s][a_idx] + 1e-9)], 1)
                 scale = 2 - (twh[:, 0] * twh[:, 1]) / img_size**2  # Darknet: small boxes weigh more
                 if self.gaussian:
@@ -119,7 +132,8 @@ class YoloLoss(nn.Module):
                     err = ((t_coord[:, :2] - mu[:, :2]) ** 2).sum(1) + ((t_coord[:, 2:] - mu[:, 2:]) ** 2).sum(1)
                     lbox = lbox + 0.5 * (scale * err).sum()
                 elif self.box != "mse":
-                    pbox = torch.cat([xy[bi, a_idx, gy, gx], wh[bi, a_idx, gy, gx]], 1)
+                    pxy = (torch.stack([gx, gy], 1).to(act) + act) * stride  # = decode_boxes' centre, same act
+                    pbox = torch.cat([pxy, wh[bi, a_idx, gy, gx]], 1)
                     iou = bbox_iou(cxcywh_to_xyxy(pbox), t[:, 2:6], self.box)
                     lbox = lbox + (1 - iou).sum()
                 obj_target[bi, a_idx, gy, gx] = 1.0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,7 @@ class DetectionTask(TrainingTask):
         self.post_cfg = dict(postprocess)
         self.eval_every = eval_every
         self._results: list[dict] = []
+        self._seen: list[int] = []
         self.coco_summary = ""
         self.evaluated_now = False
 
@@ -64,7 +66,7 @@ class DetectionTask(TrainingTask):
         return self.trainer.sanity_checking is False and (ep % self.eval_every == 0 or ep >= self.trainer.max_epochs)
 
     def on_validation_epoch_start(self):
-        self._results = []
+        self._results, self._seen = [], []
         self.evaluated_now = False
 
     def validation_step(self, batch, batch_idx):
@@ -73,14 +75,16 @@ class DetectionTask(TrainingTask):
             return
         cats = self.trainer.datamodule.categories
         for d, meta in zip(self.predict_batch(imgs, metas), metas):
+            self._seen.append(meta["image_id"])
             self._results.extend(to_coco_results(d.cpu(), meta["image_id"], cats))
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking or not self._evaluating():
             return
-        metrics, self.coco_summary = coco_evaluate(self.trainer.datamodule.val_set.coco, self._results)
+        # only the images predicted are scored (train.limit_val_batches may stop before the end of the split)
+        metrics, self.coco_summary = coco_evaluate(self.trainer.datamodule.val_set.coco, self._results, self._seen)
         self.last_metrics, self.evaluated_now = metrics, True
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()})
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if math.isfinite(v)})  # NaN: no truth of that size
 
     def write_artifacts(self, folder: Path, datamodule) -> list[Path]:
         """Files logged with the run: predictions drawn on validation images, the COCO evaluation's text."""
