@@ -6,6 +6,7 @@ PYTHON  := $(BIN)/python
 export BAGOF_DATASETS ?= $(abspath ../shared/datasets)
 ARGS    ?=
 # table knobs: make table4 SCALE=cpu DATA=bccd SEEDS=2 JOBS=1 FORCE=1 ARGS='train.max_epochs=5'
+#              make table4 SEEDS=auto CI_TARGET=1.5 BUDGET=120m MAX_SEEDS=8  (seeds where intervals are wide)
 SCALE   ?= cpu
 DATA    ?=
 SEEDS   ?= 1
@@ -22,7 +23,8 @@ TABLES  := table2 table3 table4 table5 table6 table7
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  make tableN     N=2..7: train the table's rows (reusing finished runs), write reports/tableN.{md,csv,png}"
-	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n JOBS=n FORCE=1"
+	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n|auto JOBS=n FORCE=1"
+	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MAX_SEEDS=8"
 	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
@@ -52,6 +54,7 @@ bench: install  ## benchmarks: training images/s and memory, paper-scale latency
 
 $(TABLES): install  # train the table's rows, write reports/tableN.{md,csv,png}
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
+	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
 
 tables: install  ## every table in turn (a failing table does not stop the others); leave DATA unset: each sweep names its data
@@ -60,14 +63,16 @@ tables: install  ## every table in turn (a failing table does not stop the other
 anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> conf/anchors/<data>.yaml
 	$(PYTHON) -m bagof.data.anchors data=$(or $(DATA),bccd) scale=$(SCALE) $(ARGS)
 
-ga: install  ## GA hyperparameter search on Optuna -> conf/hparams/ga.yaml (+bof=ga); run again to resume; JOBS=n
+ga: install  ## GA hyperparameter search on Optuna -> conf/hparams/ga-<data>-<scale>.yaml (+bof=ga); run again to resume; JOBS=n
 	$(PYTHON) run.py -m hydra/sweeper=bagof_ga +search=ga data=$(or $(DATA),bccd) scale=$(SCALE) search.jobs=$(JOBS) $(ARGS)
 
 report: install  ## rebuild reports/tableN.* from the MLflow store, no training (TABLE=N, default 4)
 	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)
 
-ui: install  ## MLflow UI over the local store (sqlite:///mlflow.db) at http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}
+PORT    ?= 5000
+HOST    ?= 127.0.0.1
+ui: install  ## MLflow UI over the local store (sqlite:///mlflow.db) at http://$(HOST):$(PORT); PORT= HOST= to change
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} --host $(HOST) --port $(PORT)
 
 clean:  ## remove outputs, caches and the virtualenv (keeps mlflow.db and mlartifacts/)
 	rm -rf $(VENV) outputs multirun data .pytest_cache src/*.egg-info

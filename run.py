@@ -18,5 +18,13 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
 
 
+def multirun_flag_first(argv: list[str]) -> list[str]:
+    """``-m``/``--multirun`` anywhere among the overrides: Hydra 1.3's argparse takes it only before them
+    (``python run.py +bof=mosaic,ciou -m scale=cpu`` fails with "unrecognized arguments" otherwise)."""
+    flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    return argv[:1] + flags[:1] + [a for a in argv[1:] if a not in ("-m", "--multirun")] if flags else argv
+
+
 if __name__ == "__main__":
+    sys.argv = multirun_flag_first(sys.argv)
     main()

@@ -215,6 +215,7 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
     path.write_text(textwrap.dedent("""\
         title: transfer
         task: detection
+        report_scale: smoke
         data: synthetic
         metrics: [AP, AP50]
         baseline: a
@@ -246,6 +247,7 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
     cls.write_text(textwrap.dedent("""\
         title: classifiers
         task: classification
+        report_scale: smoke
         data: crops
         metrics: [top1, top5]
         baseline: base

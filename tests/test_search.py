@@ -87,7 +87,13 @@ def _study(tmp_path, name="ga-synthetic-smoke"):
 @pytest.mark.parametrize("sampler", ["evolve", "nsga2"])
 def test_tiny_search_end_to_end(compose, tmp_path, sampler):
     compose()  # sets BAGOF_ROOT and the MLflow store to tmp_path
+    committed = tmp_path / "conf" / "hparams" / "ga-bccd-cpu.yaml"
+    committed.parent.mkdir(parents=True)
+    committed.write_text("# the committed BCCD cpu-scale search\n")
     res = run_search(FAST + [f"search.sampler={sampler}", "search.n_trials=2", "search.population=2"])
+    # a smoke search writes its own file, named by data and scale, and leaves the committed one alone
+    assert res.hparams_path == tmp_path / "conf" / "hparams" / "ga-synthetic-smoke.yaml"
+    assert committed.read_text() == "# the committed BCCD cpu-scale search\n"
     study = _study(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert study.trials[0].user_attrs["defaults"] and res.default_value == study.trials[0].value
@@ -101,7 +107,7 @@ def test_tiny_search_end_to_end(compose, tmp_path, sampler):
     assert all(any(k.startswith("ga.") for k in r.data.params) for r in trials)
     (parent,) = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'search'")
     assert parent.data.metrics["best_fitness"] == pytest.approx(res.best_value)
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"ga.yaml", "ga-synthetic-smoke.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"ga-synthetic-smoke.yaml", "ga-synthetic-smoke.png"}
 
 
 def _launch(tmp_path, *args):
@@ -139,6 +145,8 @@ def test_two_drivers_share_a_study_and_the_hydra_form(compose, tmp_path):
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     trials = _study(tmp_path).trials
     assert all(t.state == TrialState.COMPLETE for t in trials) and 3 <= len(trials) <= 4  # none lost
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == len(params)  # concurrent drivers never propose the same candidate
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name("ga")
     runs = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'trial'")

@@ -1,6 +1,8 @@
 """The table engine: sweep files, result cache, failures, reports rebuilt from MLflow."""
 import math
+import os
 import subprocess
+import sys
 import textwrap
 
 import mlflow
@@ -83,6 +85,7 @@ def _write_sweep(tmp_path, rows: str, name="tablex"):
     path.write_text(textwrap.dedent("""\
         title: test sweep
         task: detection
+        report_scale: smoke
         data: synthetic
         metrics: [AP, AP50, AP75]
         baseline: base
@@ -91,17 +94,22 @@ def _write_sweep(tmp_path, rows: str, name="tablex"):
     return path
 
 
+BASE_AND_CIOU = """\
+- label: base
+  paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
+- label: ciou
+  bof: [ciou]
+  paper: {AP: 39.6, AP50: 59.2, AP75: 42.6}
+"""
+
+
 def test_cache_rerun_trains_nothing_and_new_seed_only(store):
-    path = _write_sweep(store, """\
-        - label: base
-          paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
-        - label: ciou
-          bof: [ciou]
-          paper: {AP: 39.6, AP50: 59.2, AP75: 42.6}
-        - label: future
-          bof: [not_yet_a_toggle]
-          paper: {AP: 40.0, AP50: 61.0, AP75: 43.0}
-        """)
+    path = _write_sweep(store, BASE_AND_CIOU + """\
+- label: future
+  bof: [not_yet_a_toggle]
+  not_implemented: "toggle bof/not_yet_a_toggle not implemented yet"
+  paper: {AP: 40.0, AP50: 61.0, AP75: 43.0}
+""")
     args = ["run", str(path), "--scale", "smoke", "--out", str(store / "reports")]
     assert main(args + ["--seeds", "1"]) == 0
     assert main(args + ["--seeds", "1"]) == 0
@@ -152,9 +160,17 @@ def test_make_table_smoke_end_to_end(store, table):
     Table 5's rows carry Table 4's best freebies too; all 18 Table 4 rows take minutes: `make test-slow`."""
     dry = subprocess.run(["make", "-n", table, "SCALE=smoke", "DATA=synthetic"], cwd=ROOT, capture_output=True, text=True)
     assert f"-m bagof.sweeps run sweeps/{table}.yaml --scale smoke --data synthetic --seeds 1" in dry.stdout
-    assert main(["run", str(SWEEPS / f"{table}.yaml"), "--scale", "smoke", "--data", "synthetic",
-                 "--out", str(store / "reports")]) == 0
-    md = (store / "reports" / f"{table}.md").read_text()
+    # run from a clone of the repo as a user would (its root holds the committed reports/), then check that
+    # the smoke table left every tracked file as it was
+    repo = store / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    env = {"BAGOF_ROOT": str(repo), "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+    out = subprocess.run([sys.executable, "-m", "bagof.sweeps", "run", f"sweeps/{table}.yaml", "--scale", "smoke",
+                          "--data", "synthetic"], cwd=repo, env={**os.environ, **env}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                          text=True).stdout == ""
+    md = (repo / "outputs" / "reports" / "smoke-synthetic" / f"{table}.md").read_text()
     sweep = load_sweep(SWEEPS / f"{table}.yaml")
     for row in sweep.rows:
         paper = [f"{row.paper[m]:.1f}" if m in row.paper else "" for m in ("AP", "AP50", "AP75")]
@@ -162,7 +178,7 @@ def test_make_table_smoke_end_to_end(store, table):
     assert md.count("| done |") == sum(1 for r in sweep.rows if r.missing() is None)
     assert "**scale**: smoke" in md and "**hardware**" in md and "**total time**" in md
     assert "**command**: `python -m bagof.sweeps run " in md
-    assert (store / "reports" / f"{table}.png").stat().st_size > 1000
+    assert (repo / "outputs" / "reports" / "smoke-synthetic" / f"{table}.png").stat().st_size > 1000
 
 
 def test_submitit_launcher_path(store):
@@ -177,3 +193,53 @@ def test_submitit_launcher_path(store):
     (run,) = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
     assert run.info.status == "FINISHED" and "val/AP" in run.data.metrics
     assert list((store / "outputs" / "submitit").iterdir())  # submitit's job folder with its logs
+
+
+def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
+    """The SEEDS=auto decision on hand-made results: rows wider than the target get a seed, widest first,
+    the baseline keeps pace, resolved rows and rows at the maximum do not."""
+    from bagof.sweeps import report, runner
+    from bagof.sweeps.report import RowResult
+    from bagof.sweeps.runner import AutoSeeds, Invocation, Store
+
+    sweep = load_sweep(SWEEPS / "table5.yaml")
+    base, rows = sweep.baseline, [r.label for r in sweep.rows if r.label != sweep.baseline]
+    inv = Invocation("cpu", "bccd", 3, auto=AutoSeeds(target=1.5, min_seeds=3, max_seeds=4))
+    inv.row_seeds = {rows[3]: 4}  # already at the maximum
+    b = {0: 20.0, 1: 22.0, 2: 21.0, 3: 20.5}
+    deltas = {rows[0]: [1.0, 1.1, 0.9],     # ±0.25: resolved
+              rows[1]: [5.0, -5.0, 0.0],    # ±12.4: widest
+              rows[2]: [2.0, 0.0, 1.0],     # ±2.5
+              rows[3]: [9.0, -9.0, 0.0, 4.0]}
+    results = [RowResult(sweep.baseline_row(), "done", {"AP": b})] + [
+        RowResult(next(r for r in sweep.rows if r.label == label), "done",
+                  {"AP": {s: b[s] + d for s, d in enumerate(ds)}}) for label, ds in deltas.items()]
+    monkeypatch.setattr(report, "collect", lambda *a: results)
+    assert runner._more_seeds(sweep, inv, Store(None, None, "0"), None)
+    assert inv.row_seeds[rows[1]] == 4 and inv.row_seeds[rows[2]] == 4 and rows[0] not in inv.row_seeds
+    assert inv.row_seeds[base] == 4 and inv.priority == [rows[1], rows[2]]
+    assert [r.label for r in runner._by_priority(sweep, inv)][:3] == [base, rows[1], rows[2]]
+    # the same rows at the maximum: nothing more to do
+    assert not runner._more_seeds(sweep, inv, Store(None, None, "0"), None)
+    # a spent budget stops it whatever the intervals
+    inv2 = Invocation("cpu", "bccd", 3, auto=AutoSeeds(target=1.5))
+    assert not runner._more_seeds(sweep, inv2, Store(None, None, "0"), deadline=0.0)
+
+
+def test_auto_seeds_end_to_end_and_its_report(store):
+    path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
+    # a target no interval can meet: every row goes to the maximum, one round at a time
+    args = ["run", str(path), "--scale", "smoke", "--seeds", "auto", "--min-seeds", "2", "--max-seeds", "3",
+            "--ci", "-1", "--out", str(store / "reports")]
+    assert main(args) == 0
+    client, exp, parents = _parents(store, "tablea")
+    assert parents[-1].data.metrics["trained_runs"] == 6
+    md = (store / "reports" / "tablea.md").read_text()
+    assert "auto: 2 seeds per row" in md and "optional stopping" in md and "| 3 | done, not resolved" in md
+    # rebuilt from the store alone, the report knows the seeds each row used
+    assert main(["report", str(path), "--out", str(store / "reports")]) == 0
+    assert "| 3 | done, not resolved" in (store / "reports" / "tablea.md").read_text()
+    # a spent time budget starts nothing and says so
+    assert main(args[:-2] + ["--budget", "0.001m", "--force", "--out", str(store / "reports")]) == 0
+    assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
+    assert "time budget 0 min" in (store / "reports" / "tablea.md").read_text()

@@ -26,6 +26,50 @@ def optimized_anchors(data_name: str, key: str):
 if not OmegaConf.has_resolver("anchors"):
     OmegaConf.register_new_resolver("anchors", optimized_anchors)
 
+_ga_warned: set[tuple[str, str]] = set()
+
+
+def ga_file(*, _root_) -> str:
+    """``${ga_file:}``: which conf/hparams/ga-<name>.yaml the GA toggle reads (conf/bof/ga.yaml: the rule)."""
+    from .errors import BagofError
+
+    want, fallback = str(_root_.ga.hparams), str(_root_.ga.fallback)
+    own = f"{_root_.data.name}-{_root_.scale.name}"
+    folder = Path(CONFIG_DIR) / "hparams"
+    if (folder / f"ga-{want}.yaml").is_file():
+        return want
+    avail = sorted(p.stem.removeprefix("ga-") for p in folder.glob("ga-*.yaml"))
+    if want != own or not (folder / f"ga-{fallback}.yaml").is_file():
+        raise BagofError(f"+bof=ga: no GA hyperparameters {folder}/ga-{want}.yaml: run `make ga DATA=<data> "
+                         f"SCALE=<scale>` for them, or pick one of {avail} with ga.hparams=<name>")
+    if (want, fallback) not in _ga_warned:
+        _ga_warned.add((want, fallback))
+        import logging
+
+        logging.getLogger("bagof").warning(
+            "+bof=ga: no GA search for data=%s scale=%s (conf/hparams/ga-%s.yaml); using ga-%s.yaml instead "
+            "(`make ga DATA=%s SCALE=%s` makes your own)", _root_.data.name, _root_.scale.name, want, fallback,
+            _root_.data.name, _root_.scale.name)
+    return fallback
+
+
+def ga_value(key: str, *, _root_):
+    """``${ga:<dotted key>}``: the tuned value of ``key`` in the GA hyperparameter file picked by ``ga_file``."""
+    from .errors import BagofError
+
+    name = ga_file(_root_=_root_)
+    path = Path(CONFIG_DIR) / "hparams" / f"ga-{name}.yaml"
+    value = OmegaConf.select(OmegaConf.load(path), key)
+    if value is None:
+        raise BagofError(f"{path} has no value for {key}: the search space gained a key since it was written; "
+                         f"rerun its search (`make ga`)")
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+for _name, _fn in (("ga_file", ga_file), ("ga", ga_value)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
 
 def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
     """Nested config -> {'a.b.c': value} for MLflow params (values as short strings)."""

@@ -24,6 +24,10 @@ class FeatureConflict(BagofError):
 
 
 def check_features(cfg: DictConfig) -> None:
+    """Config-time checks of a composed config: unknown train keys and wrong types (``schema``), then toggles."""
+    from .schema import check_config
+
+    check_config(cfg)
     by_slot: dict[str, list[str]] = defaultdict(list)
     for toggle, slot in (cfg.get("features") or {}).items():
         by_slot[slot].append(toggle)
@@ -35,7 +39,7 @@ def check_features(cfg: DictConfig) -> None:
     for i, toggle in enumerate(order):
         if cfg.features[toggle] != "hyperparameters":
             continue
-        tuned = _keys(Path(CONFIG_DIR) / "hparams" / f"{toggle}.yaml")
+        tuned = {k for k in _toggle_keys(toggle) if not k.startswith(f"{toggle}.")}  # its own settings aside
         for earlier in order[:i]:
             shared = sorted(tuned & _toggle_keys(earlier))
             if shared:

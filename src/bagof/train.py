@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,22 +18,34 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from .checkpoints import find_checkpoint, write_run_card
 from .config import flatten
 from .errors import BagofError
 from .features import check_features
 from .tasks import ClassificationTask, DetectionTask, TrainingTask
-from .utils.callbacks import EpochSummary
+from .utils.callbacks import EpochSummary, quiet_known_noise
 
 log = logging.getLogger(__name__)
 
 
-def build_logger(cfg: DictConfig):
+def run_label(cfg: DictConfig) -> str:
+    """What ran, as an MLflow run name: data, network, toggles, seed (e.g. ``bccd cspdarknet53-pan +mosaic s0``)."""
+    m = cfg.model
+    net = "-".join(str(x) for x in (m.get("backbone"), m.get("neck")) if x)
+    toggles = "+".join(cfg.get("features") or {})
+    return " ".join(x for x in (cfg.data.name, net, f"+{toggles}" if toggles else "", f"s{cfg.seed}") if x)
+
+
+def build_logger(cfg: DictConfig, run_id: str | None = None):
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     uri = cfg.logger.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return hydra.utils.instantiate(cfg.logger)
+    extra = {"run_name": cfg.get("run_name") or run_label(cfg)}
+    if run_id:
+        extra["run_id"] = run_id
+    return hydra.utils.instantiate(cfg.logger, **extra)
 
 
 def build_task(cfg: DictConfig, model, loss) -> TrainingTask:
@@ -60,8 +73,10 @@ def train(cfg: DictConfig) -> float:
 
 def fit(cfg: DictConfig) -> RunResult:
     """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
+    quiet_known_noise()
     _resolve(cfg)
     check_features(cfg)
+    resume = find_checkpoint(cfg.train.resume, cfg) if cfg.train.get("resume") else None
     t0 = time.time()
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -73,29 +88,48 @@ def fit(cfg: DictConfig) -> RunResult:
     loss = hydra.utils.instantiate(cfg.loss)
     t = cfg.train
     task = build_task(cfg, model, loss)
-    logger = build_logger(cfg)
-    if logger is not None:
+    logger = build_logger(cfg, resume.run_id if resume else None)
+    if logger is not None and resume is not None and resume.run_id:
+        logger.experiment.update_run(resume.run_id, status="RUNNING")  # the same run goes on
+    elif logger is not None:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.set_tag(logger.run_id, "data_issues", dict(datamodule.issues) or "none")
     # training-time features that hook into the loop (CmBN, SAT, DropBlock's schedule) come from toggles
     features = [hydra.utils.instantiate(c) for c in (t.get("callbacks") or {}).values()]
-    ckpt_dir = tempfile.mkdtemp(prefix="bagof-ckpt-")
+    run_id = logger.run_id if logger is not None else None
+    ckpt_dir = Path(cfg.paths.root) / "outputs" / "checkpoints" / (run_id or time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    write_run_card(ckpt_dir, cfg, run_id, logger)
     trainer = L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, precision=t.precision,
         accumulate_grad_batches=t.accumulate, logger=logger if logger is not None else False,
-        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1), EpochSummary(), *features] + ([LearningRateMonitor("step")] if logger else []),
+        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1, enable_version_counter=False), EpochSummary(), *features] + ([LearningRateMonitor("step")] if logger else []),
         check_val_every_n_epoch=1, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         enable_progress_bar=t.progress_bar, enable_model_summary=False, deterministic=False,
     )
+    if resume is not None:
+        log.info("resuming %s from %s", run_id or "the run", resume.ckpt)
     try:
-        trainer.fit(task, datamodule=datamodule)  # the MLflow logger uploads the checkpoint as it finishes
-    finally:
+        with warnings.catch_warnings():  # Lightning's advice that does not apply to the loaders we build
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+            trainer.fit(task, datamodule=datamodule, ckpt_path=str(resume.ckpt) if resume else None)
+        metrics = task.last_metrics
+        if logger is not None:
+            _log_artifacts(logger, cfg, task, datamodule)
+            logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
+            logger.experiment.set_terminated(logger.run_id, "FINISHED")  # only now: the cache may reuse it
+    except BaseException:
+        if logger is not None and logger._initialized:
+            try:
+                logger.experiment.set_terminated(logger.run_id, "FAILED")
+            except Exception:
+                pass
+        log.error("checkpoints kept in %s: continue with train.resume=%s", ckpt_dir, ckpt_dir / "last.ckpt")
+        raise
+    if logger is not None:  # the checkpoint is a run artifact now; a run without MLflow keeps its only copy
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    metrics = task.last_metrics
-    if logger is not None:
-        _log_artifacts(logger, cfg, task, datamodule)
-        logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
     _print_summary(cfg, metrics, logger, time.time() - t0)
     return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
 

@@ -36,9 +36,27 @@ def load_source(spec: dict) -> tuple[dict, Issues]:
     raise DatasetError(f"data format {fmt!r} is not supported: use coco, voc, yolo or synthetic")
 
 
+def truncated(data: bytes) -> bool:
+    """Whether an encoded JPEG or PNG stops before its end marker. OpenCV decodes such a file without an
+    error (libjpeg fills the missing rows with grey and prints a warning without the file's name), so
+    a cut-off download would train as a half-grey image; the markers are checked as YOLOv5 does."""
+    if data[:2] == b"\xff\xd8":  # JPEG: its EOI marker (FF D9) near the end (some writers append a trailer);
+        return b"\xff\xd9" not in data[-1024:]  # entropy-coded data cannot hold FF D9 (FF is stuffed as FF 00)
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-16:]
+    return False
+
+
 def read_rgb(path: str) -> np.ndarray | None:
-    """Decodes any image as 3-channel RGB (grayscale is replicated, alpha dropped); None if unreadable."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    """Decodes any image as 3-channel RGB (grayscale is replicated, alpha dropped); None if it is missing,
+    truncated or cannot be decoded."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0 or truncated(data.tobytes()):
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -84,8 +102,13 @@ class DetectionDataset(Dataset):
         keep = [i for i, d in enumerate(done) if d is not None]
         for i, d in enumerate(done):
             if d is None:
-                self.corrupt.warn("corrupt_image", f"{self.images[i]['file_name']} cannot be decoded, skipped")
+                self.corrupt.warn("corrupt_image", f"{self.images[i]['file_name']} is truncated or cannot be "
+                                                   "decoded, skipped")
         self._cache = [done[i] for i in keep]
+        if len(keep) < len(done):  # evaluation scores the images kept, not the ground truth of skipped ones
+            ids = {self.images[i]["id"] for i in keep}
+            self.coco = {**self.coco, "images": [im for im in self.coco["images"] if im["id"] in ids],
+                         "annotations": [a for a in self.coco["annotations"] if a["image_id"] in ids]}
         self.images = [self.images[i] for i in keep]
         self.boxes = [self.boxes[i] for i in keep]
         self.labels = [self.labels[i] for i in keep]
@@ -102,7 +125,7 @@ class DetectionDataset(Dataset):
         else:
             raw = read_rgb(self.images[i]["file_name"])
             if raw is None:
-                raise DatasetError(f"{self.images[i]['file_name']} cannot be decoded")
+                raise DatasetError(f"{self.images[i]['file_name']} is truncated or cannot be decoded")
             img, lb = letterbox(raw, self.img_size)
         return img, lb.forward_boxes(self.boxes[i]), self.labels[i], lb
 
@@ -165,10 +188,18 @@ class DetectionDataModule(L.LightningDataModule):
     def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 416, batch_size: int = 16,
                  num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
                  mosaic: float = 0.0, mixup: float | dict = 0.0, cutmix: float | dict = 0.0,
-                 multiscale: dict | None = None, tune: dict | None = None):
+                 multiscale: dict | None = None, tune: dict | None = None, classes: list[str] | None = None):
         # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
+        self.classes = list(classes) if classes else None  # VOC/YOLO: one list for both splits
+        if self.classes is not None:
+            if len(self.classes) != num_classes:
+                raise DatasetError(f"data.classes has {len(self.classes)} names {self.classes} but data.num_classes="
+                                   f"{num_classes}; make them agree")
+            for spec in (self.train_spec, self.val_spec):
+                if spec.get("format") in ("voc", "yolo"):
+                    spec.setdefault("classes", self.classes)
         self.num_classes, self.img_size, self.batch_size = num_classes, img_size, batch_size
         self.num_workers, self.cache_ram_mb, self.name = num_workers, cache_ram_mb, name
         self.augment = dict(augment or {})
@@ -181,15 +212,31 @@ class DetectionDataModule(L.LightningDataModule):
         self.issues = Issues()
 
     def _build(self, spec: dict, transform, split: str, mix=None, pairs=()) -> DetectionDataset:
+        if spec.get("format") == "yolo" and not spec.get("classes"):
+            raise DatasetError(f"data={self.name}: YOLO labels hold class numbers only: set data.classes to the "
+                               "class names, in the labels' order")
         coco, issues = load_source(spec)
         self.issues.update(issues)
+        names = [c["name"] for c in coco["categories"]]
+        unknown = dict(getattr(issues, "unknown_names", {}))
+        if unknown:
+            log.warning("%s/%s: %d boxes of classes not in the class list %s were skipped: %s", self.name, split,
+                        sum(unknown.values()), names, dict(sorted(unknown.items())))
         if len(coco["categories"]) != self.num_classes:
             raise DatasetError(f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
-                               f"{len(coco['categories'])} categories; set data.num_classes to match")
+                               f"{len(coco['categories'])} categories {names}; set data.num_classes (and data.classes) "
+                               "to match the data")
         if not coco["images"]:
             raise DatasetError(f"the {split} split of {self.name!r} has no usable images ({spec})")
+        if split == "train" and not coco["annotations"]:
+            found = f"; the files name the classes {sorted(unknown)}" if unknown else ""
+            raise DatasetError(f"the train split of {self.name!r} has no boxes in its {len(coco['images'])} images: "
+                               f"nothing to learn. The class list is {names}{found}. Check data.classes and the labels "
+                               f"({spec.get('image_dir') or spec.get('root') or spec.get('ann_file')})")
         cache = len(coco["images"]) * self.img_size**2 * 3 / 2**20 <= self.cache_ram_mb
-        return DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix, pairs)
+        ds = DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix, pairs)
+        self.issues.update(ds.corrupt)  # images found corrupt while caching (lazily read sets count them in the log)
+        return ds
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is None:

@@ -31,7 +31,12 @@ class DatasetError(BagofError):
 
 
 class Issues(Counter):
-    """Counts of skipped/repaired records, by kind; ``warn`` logs the first few of each kind."""
+    """Counts of skipped/repaired records, by kind; ``warn`` logs the first few of each kind.
+    ``unknown_names`` counts the boxes per class name (or number) that is not in the class list."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.unknown_names: Counter = Counter()
 
     def warn(self, kind: str, message: str, limit: int = 5) -> None:
         self[kind] += 1
@@ -45,7 +50,7 @@ def _clean_box(x1, y1, x2, y2, width, height, where: str, issues: Issues):
         return None
     cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
     cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
-    if cx2 - cx1 < 1 or cy2 - cy1 < 1:
+    if cx2 <= cx1 or cy2 <= cy1:  # nothing left inside; a box under 1 px inside the image is kept, as COCO does
         issues.warn("degenerate_box", f"{where}: box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image, skipped")
         return None
     if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
@@ -161,6 +166,7 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
         for name, x1, y1, x2, y2, difficult in objs:
             if name not in cat_of:
                 issues.warn("unknown_class", f"{xml_path}: class {name!r} is not in data classes {list(classes)}, skipped")
+                issues.unknown_names[name] += 1
                 continue
             box = _clean_box(x1, y1, x2, y2, width, height, str(xml_path), issues)
             if box is None:
@@ -177,8 +183,6 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
 
 def load_yolo(image_dir: str | Path, classes: list[str]) -> tuple[dict, Issues]:
     """Reads YOLO txt labels (``images/x.jpg`` + ``labels/x.txt`` with ``cls cx cy w h`` normalised)."""
-    import cv2
-
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DatasetError(f"YOLO image folder not found: {image_dir}")
@@ -186,9 +190,11 @@ def load_yolo(image_dir: str | Path, classes: list[str]) -> tuple[dict, Issues]:
     issues = Issues()
     images, anns = [], []
     for img_id, path in enumerate(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), 1):
-        im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        from .datamodule import read_rgb
+
+        im = read_rgb(str(path))
         if im is None:
-            issues.warn("corrupt_image", f"{path} cannot be decoded, skipped")
+            issues.warn("corrupt_image", f"{path} is truncated or cannot be decoded, skipped")
             continue
         height, width = im.shape[:2]
         images.append({"id": img_id, "file_name": str(path), "width": width, "height": height})
@@ -206,6 +212,7 @@ def load_yolo(image_dir: str | Path, classes: list[str]) -> tuple[dict, Issues]:
                 raise DatasetError(f"{label}:{ln}: expected 'class cx cy w h', got {line!r}") from None
             if not 0 <= c < len(classes):
                 issues.warn("unknown_class", f"{label}:{ln}: class {c} outside 0..{len(classes) - 1}, skipped")
+                issues.unknown_names[str(c)] += 1
                 continue
             box = _clean_box((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height,
                              width, height, f"{label}:{ln}", issues)

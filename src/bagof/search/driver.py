@@ -20,12 +20,10 @@ import shlex
 import socket
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import zlib
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
-import mlflow
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
@@ -33,12 +31,12 @@ from optuna.trial import TrialState
 from ..config import compose_config as compose_any
 from ..errors import BagofError
 from ..features import check_features
-from ..sweeps.runner import _job, experiment_id, hardware
+from ..launch import (TAG_KIND, Interrupted, WorkerPool, experiment_id, fail_abandoned, hardware, interruptible,
+                      open_store, owner_tags, store_lock)
 from .evolve import EvolveSampler
 from .space import SearchSpace
 
 log = logging.getLogger("bagof.search")
-TAG_KIND = "bagof.kind"
 
 
 class SearchError(BagofError):
@@ -53,8 +51,9 @@ class SearchResult:
     default_value: float | None
     complete: int
     failed: int
-    hparams_path: Path
+    hparams_path: Path | None
     parent_run_id: str
+    interrupted: Interrupted | None = None
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -88,8 +87,12 @@ def _flatten(node: dict, prefix: str) -> dict[str, object]:
 
 
 def make_sampler(s: DictConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The evolve sampler draws each trial from (seed, trial number): reproducible, and distinct between
+    drivers sharing a study (trial numbers are unique). NSGA-II draws from one stream per driver: its seed
+    mixes in the host and process, so concurrent drivers do not propose the same candidates."""
     if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=s.population, seed=s.seed)
+        seed = s.seed if s.seed is None else zlib.crc32(f"{s.seed}/{socket.gethostname()}/{os.getpid()}".encode())
+        return optuna.samplers.NSGAIISampler(population_size=s.population, seed=seed)
     if s.sampler == "evolve":
         e = OmegaConf.to_container(s.evolve)
         return EvolveSampler(space.gains(), seed=s.seed, **e)
@@ -148,8 +151,10 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
         storage = make_storage(s.storage)
         study = optuna.create_study(storage=storage, sampler=make_sampler(s, space), study_name=s.study,
                                     direction="maximize", load_if_exists=True)
-        client = mlflow.MlflowClient(cfg.logger.tracking_uri)
-        exp = experiment_id(client, s.experiment, cfg.logger.artifact_location)
+    uri = cfg.logger.tracking_uri
+    client = open_store(uri, cfg.paths.root)
+    exp = experiment_id(client, s.experiment, cfg.logger.artifact_location, store_lock(uri, cfg.paths.root))
+    fail_abandoned(client, [exp])
     holdout = holdout_overrides(cfg)
     if not study.user_attrs:
         for k, v in {"data": cfg.data.name, "scale": cfg.scale.name, "fitness": str(weights), "sampler": s.sampler,
@@ -167,15 +172,15 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
 
     parent = client.create_run(exp, run_name=f"{s.study} {time.strftime('%Y-%m-%d %H:%M')}", tags={
         TAG_KIND: "search", "study": s.study, "sampler": s.sampler, "storage": s.storage, "hardware": hardware(),
-        "command": command or " ".join(shlex.quote(a) for a in sys.argv)})
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv), **owner_tags()})
     pid = parent.info.run_id
     client.log_param(pid, "trial_epochs", epochs)
     client.log_param(pid, "fitness", str(weights))
     jobs = max(1, int(s.jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) if jobs > 1 else None
-    inflight: dict = {}
+    pool = WorkerPool(jobs, threads, client)  # every trial in its own process, as the table rows
     failures, t0 = 0, time.time()
+    interrupted = None
 
     def counted() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
@@ -197,51 +202,54 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
             client.set_terminated(child_id, "FAILED")
             log.error("trial %d FAILED: %s", trial.number, out.get("error"))
 
-    try:
-        while True:
-            while len(inflight) < jobs and counted() < s.n_trials and failures <= s.max_failures:
-                trial = study.ask(space.distributions())
-                trial.set_user_attr("host", socket.gethostname())
-                trial.set_user_attr("pid", os.getpid())
-                child = client.create_run(exp, run_name=f"{s.study} #{trial.number}", tags={
-                    "mlflow.parentRunId": pid, TAG_KIND: "trial", "study": s.study, "trial": str(trial.number)})
-                cid = child.info.run_id
-                for k, v in trial.params.items():
-                    client.log_param(cid, f"ga.{k}", v)
-                try:
-                    tcfg = compose_any(base + space.overrides(trial.params)
-                                          + [f"train.max_epochs={epochs}", f"experiment={s.experiment}"])
-                    check_features(tcfg)
-                    y = OmegaConf.to_yaml(tcfg, resolve=True)
-                except Exception as e:  # a gene that makes a bad config: the trial fails, the search goes on
-                    finish(trial, cid, {"status": "FAILED", "error": f"config: {type(e).__name__}: {e}"})
-                    continue
-                if pool is None:
-                    finish(trial, cid, _job(y, cid, threads))
-                else:
-                    inflight[pool.submit(_job, y, cid, threads)] = (trial, cid)
-            if not inflight:
-                break
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for fut in done:
-                trial, cid = inflight.pop(fut)
-                try:
-                    out = fut.result()
-                except BaseException as e:  # the worker process died
-                    out = {"status": "FAILED", "error": f"worker died: {type(e).__name__}: {e}"}
-                finish(trial, cid, out)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    with interruptible():
+        try:
+            while True:
+                while pool.free() > 0 and counted() < s.n_trials and failures <= s.max_failures:
+                    trial = study.ask(space.distributions())
+                    trial.set_user_attr("host", socket.gethostname())
+                    trial.set_user_attr("pid", os.getpid())
+                    child = client.create_run(exp, run_name=f"{s.study} #{trial.number}", tags={
+                        "mlflow.parentRunId": pid, TAG_KIND: "trial", "study": s.study, "trial": str(trial.number),
+                        **owner_tags()})
+                    cid = child.info.run_id
+                    for k, v in trial.params.items():
+                        client.log_param(cid, f"ga.{k}", v)
+                    try:
+                        tcfg = compose_any(base + space.overrides(trial.params)
+                                           + [f"train.max_epochs={epochs}", f"experiment={s.experiment}"])
+                        check_features(tcfg)
+                        y = OmegaConf.to_yaml(tcfg, resolve=True)
+                    except Exception as e:  # a gene that makes a bad config: the trial fails, the search goes on
+                        finish(trial, cid, {"status": "FAILED", "error": f"config: {type(e).__name__}: {e}"})
+                        continue
+                    pool.start((trial, cid), y, cid)
+                if not pool.running:
+                    break
+                for (trial, cid), out in pool.wait(1.0):
+                    finish(trial, cid, out)
+        except Interrupted as e:
+            interrupted = e
+            for trial, _ in pool.stop(f"interrupted by {e} (the search was stopped)"):
+                study.tell(trial, state=TrialState.FAIL)  # drawn again when the search resumes
+            log.error("%s: interrupted by %s: the trials in flight were killed and marked FAIL", s.study, e)
     if failures > s.max_failures:
         log.error("%s: stopped after %d failed trials (search.max_failures=%d)", s.study, failures, s.max_failures)
-    return _conclude(study, cfg, client, pid, time.time() - t0)
+    return _conclude(study, cfg, client, pid, time.time() - t0, interrupted)
 
 
-def _conclude(study: optuna.Study, cfg: DictConfig, client, pid: str, seconds: float) -> SearchResult:
+def _conclude(study: optuna.Study, cfg: DictConfig, client, pid: str, seconds: float,
+              interrupted: Interrupted | None = None) -> SearchResult:
     s = cfg.search
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if interrupted is not None:  # an unfinished search writes no hyperparameters: resume it with the same command
+        client.log_metric(pid, "minutes", seconds / 60)
+        client.set_terminated(pid, "KILLED")
+        log.error("%s: %d trials finished so far; run the same command to resume (nothing written)", s.study,
+                  len(complete))
+        return SearchResult(s.study, max((t.value for t in complete), default=math.nan), {}, None, len(complete),
+                            len(failed), None, pid, interrupted)
     if not complete:
         client.set_terminated(pid, "FAILED")
         raise SearchError(f"study {s.study!r} has no finished trial ({len(failed)} failed): see the MLflow runs")

@@ -4,7 +4,9 @@ Each new trial takes a parent from the ``top`` best finished trials by fitness-w
 (weights ``fitness - min + 1e-6``), multiplies every gene by a factor
 ``1 + gain * [u < mutation_prob] * N(0, 1) * r * sigma`` (one ``r ~ U(0, 1)`` per child, redrawn until
 some gene changes) clipped to ``clip`` (default [0.3, 3]), and clips the result to the gene's bounds.
-Until a first trial has finished, it samples uniformly (on the log scale where set). Written on
+Until a first trial has finished, it samples uniformly (on the log scale where set). Every draw of a
+trial comes from a generator seeded by (seed, trial number): a search is reproducible, and drivers that
+share a study (whose trial numbers are unique) never propose the same candidate. Written on
 Optuna's sampler API because Optuna ships no multiplicative-mutation GA; NSGAIISampler (crossover +
 mutation) is the library alternative, selectable in config.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from optuna.distributions import FloatDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 
@@ -21,13 +23,19 @@ class EvolveSampler(BaseSampler):
                  sigma: float = 0.2, clip: tuple[float, float] = (0.3, 3.0), seed: int | None = None):
         self.gains = dict(gains or {})
         self.top, self.mutation_prob, self.sigma, self.clip = top, mutation_prob, sigma, tuple(clip)
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
-        self._random = RandomSampler(seed=seed)
+        self._rngs: dict[int, np.random.Generator] = {}  # trial number -> its own generator
         self._children: dict[int, dict[str, float]] = {}  # trial number -> its mutated genes
 
     def reseed_rng(self) -> None:
+        self.seed = None
         self._rng = np.random.default_rng()
-        self._random.reseed_rng()
+
+    def _trial_rng(self, number: int) -> np.random.Generator:
+        if number not in self._rngs:
+            self._rngs[number] = np.random.default_rng(None if self.seed is None else [self.seed, number])
+        return self._rngs[number]
 
     def infer_relative_search_space(self, study, trial):
         return {}  # every gene is drawn in sample_independent, mutated from a parent chosen per trial
@@ -61,6 +69,7 @@ class EvolveSampler(BaseSampler):
         return child
 
     def before_trial(self, study, trial):
+        self._rng = self._trial_rng(trial.number)
         parent = self.parent(study)
         if parent is not None:
             dists = {}
@@ -70,9 +79,13 @@ class EvolveSampler(BaseSampler):
 
     def after_trial(self, study, trial, state, values):
         self._children.pop(trial.number, None)
+        self._rngs.pop(trial.number, None)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         child = self._children.get(trial.number)
         if child is not None and param_name in child:
             return child[param_name]
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        d, rng = param_distribution, self._trial_rng(trial.number)
+        if getattr(d, "log", False):
+            return float(np.exp(rng.uniform(np.log(d.low), np.log(d.high))))
+        return float(rng.uniform(d.low, d.high))

@@ -1,24 +1,30 @@
 """`python -m bagof.sweeps run sweeps/table4.yaml --scale cpu --data bccd --seeds 2 [--jobs N] [--force] [overrides]`
-`python -m bagof.sweeps report sweeps/table4.yaml [--parent RUN_ID]`  (rebuild from MLflow, no training)"""
+`python -m bagof.sweeps report sweeps/table4.yaml [--parent RUN_ID]`  (rebuild from MLflow, no training)
+
+Reports go to ``reports/`` only from the configuration its committed tables came from (the sweep file's
+``report`` scale and data, no extra overrides); any other invocation (``SCALE=smoke``, another dataset,
+``ARGS=...``) writes to ``outputs/reports/<scale>-<data>[-<overrides hash>]/``, so a smoke run never replaces
+a committed result. Ctrl-C or SIGTERM: the runs in flight are killed, the report is written for what finished,
+and the command exits 130 / 143."""
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shlex
 import logging
 import sys
-from pathlib import Path
-
-import mlflow
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
-from .report import collect, header_for, write_report
-from .runner import TAG_KIND, Invocation, run_sweep, tracking_uri
+from ..launch import TAG_KIND, open_store
+from .report import collect, header_for, report_dir, write_report
+from .runner import AutoSeeds, Invocation, compose_base, run_sweep
 from .spec import SweepError, load_sweep
 
 log = logging.getLogger("bagof.sweeps")
 
 
-def _finish(sweep, inv, client, exp_id, parent_id, out_dir: Path) -> int:
+def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=None) -> int:
     parent = client.get_run(parent_id)
     minutes = parent.data.metrics.get("total_minutes")
     results = collect(sweep, inv, client, exp_id)
@@ -29,16 +35,39 @@ def _finish(sweep, inv, client, exp_id, parent_id, out_dir: Path) -> int:
         header["training time of the reported runs"] = (
             f"{sum(r.minutes for r in results):.0f} min over {len(runs)} runs"
             + (f" ({reused} trained by earlier invocations and reused from the cache)" if reused else ""))
-    paths = write_report(sweep, inv, results, header, out_dir)
+    if interrupted is not None:
+        header["interrupted"] = f"by {interrupted}: rows without a finished run are reported as not run"
+    out_dir, committed = report_dir(sweep, inv, out)
+    paths = write_report(sweep, inv, results, header, out_dir, discussion=committed)
     for p in paths:
         client.log_artifact(parent_id, str(p))
     failed = [r.row.label for r in results if r.status == "failed"]
-    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    client.set_terminated(parent_id, "KILLED" if interrupted else "FAILED" if failed else "FINISHED")
     print(paths[0].read_text())
     print(f"report: {', '.join(str(p) for p in paths)}  (MLflow parent run {parent_id}, experiment {sweep.name!r})")
+    if interrupted is not None:
+        print(f"interrupted by {interrupted}: the report covers the runs that finished", file=sys.stderr)
+        return interrupted.exit_code
     if failed:
         print(f"FAILED rows: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _auto(a) -> AutoSeeds | None:
+    if a.seeds != "auto":
+        if not a.seeds.isdigit() or int(a.seeds) < 1:
+            raise SweepError(f"--seeds {a.seeds}: a number of seeds (1, 2, ...) or auto")
+        return None
+    budget = None
+    if a.budget:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(m|min|h)?", a.budget.strip())
+        if not m:
+            raise SweepError(f"--budget {a.budget}: minutes or hours, e.g. 120m or 2h")
+        budget = float(m.group(1)) * (60 if m.group(2) == "h" else 1)
+    if not 2 <= a.min_seeds <= a.max_seeds:
+        raise SweepError(f"SEEDS=auto needs 2 <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): an "
+                         "interval needs two seeds")
+    return AutoSeeds(a.ci, a.min_seeds, a.max_seeds, budget)
 
 
 def main(argv=None) -> int:
@@ -50,37 +79,55 @@ def main(argv=None) -> int:
     r.add_argument("sweep")
     r.add_argument("--scale", default="cpu", help="smoke | cpu | paper")
     r.add_argument("--data", default=None, help="data config (default: the sweep file's `data`)")
-    r.add_argument("--seeds", type=int, default=1)
+    r.add_argument("--seeds", default="1", help="seeds per row, or auto: added in rounds where the paired 95%% "
+                   "interval is wider than --ci (see --min-seeds, --max-seeds, --budget)")
+    r.add_argument("--ci", type=float, default=1.5, help="SEEDS=auto: target half-width of the paired 95%% "
+                   "interval, in points (default 1.5)")
+    r.add_argument("--min-seeds", type=int, default=3, help="SEEDS=auto: seeds every row starts with")
+    r.add_argument("--max-seeds", type=int, default=8, help="SEEDS=auto: seeds a row gets at most")
+    r.add_argument("--budget", default=None, help="SEEDS=auto: time budget (e.g. 120m, 2h); no run starts after it")
     r.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
     r.add_argument("--force", action="store_true", help="retrain even when a finished identical run exists")
     r.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
                    help="where rows run: local processes, SLURM jobs (submitit), or submitit's local mode")
     r.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="a submitit/SLURM option, repeatable: --slurm partition=gpu --slurm gpus_per_node=1")
-    r.add_argument("--out", default="reports")
+    r.add_argument("--out", default=None, help="report folder (default: reports/ for the committed configuration, "
+                   "else outputs/reports/<scale>-<data>/)")
     r.add_argument("overrides", nargs="*", help="Hydra overrides applied to every row")
     rep = sub.add_parser("report", help="rebuild the report from the MLflow store, without training")
     rep.add_argument("sweep")
     rep.add_argument("--parent", default=None, help="parent run id (default: the latest invocation)")
-    rep.add_argument("--out", default="reports")
+    rep.add_argument("--out", default=None, help="report folder (default: as for run)")
     argv = sys.argv[1:] if argv is None else argv
-    a = p.parse_args(argv)
+    # overrides may follow the options (`make table4 ARGS=...` appends them): argparse leaves those over
+    a, rest = p.parse_known_args(argv)
+    bad = [x for x in rest if x.startswith("-") or "=" not in x or a.cmd != "run"]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
+    if rest:
+        a.overrides = list(a.overrides) + rest
     try:
         sweep = load_sweep(a.sweep)
+        if a.cmd == "run":
+            auto = _auto(a)
+            inv = Invocation(a.scale, a.data or sweep.data, auto.min_seeds if auto else int(a.seeds), a.jobs, a.force,
+                             tuple(a.overrides), a.launcher, tuple(a.slurm),
+                             command="python -m bagof.sweeps " + shlex.join(argv), auto=auto)
+            report_dir(sweep, inv, a.out)  # refuse a folder of committed results before training, not after
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    client = mlflow.MlflowClient(tracking_uri())
+    base = compose_base()
+    client = open_store(base.logger.tracking_uri, base.paths.root)
     if a.cmd == "run":
-        inv = Invocation(a.scale, a.data or sweep.data, a.seeds, a.jobs, a.force, tuple(a.overrides), a.launcher,
-                         tuple(a.slurm), command="python -m bagof.sweeps " + shlex.join(argv))
-        parent_id, _ = run_sweep(sweep, inv)
+        parent_id, _, interrupted = run_sweep(sweep, inv)
         exp_id = client.get_run(parent_id).info.experiment_id
-        return _finish(sweep, inv, client, exp_id, parent_id, Path(a.out))
+        return _finish(sweep, inv, client, exp_id, parent_id, a.out, interrupted)
     exp = client.get_experiment_by_name(sweep.name)
     if exp is None:
-        print(f"error: no MLflow experiment {sweep.name!r} in {tracking_uri()}; run `make {sweep.name}` first",
-              file=sys.stderr)
+        print(f"error: no MLflow experiment {sweep.name!r} in {base.logger.tracking_uri}; run `make {sweep.name}` "
+              "first", file=sys.stderr)
         return 2
     if a.parent:
         parent = client.get_run(a.parent)
@@ -92,8 +139,15 @@ def main(argv=None) -> int:
             return 2
         parent = found[0]
     t = parent.data.tags
-    inv = Invocation(t["scale"], t["data"], int(t["seeds"]), extra=tuple(t.get("extra_overrides", "").split()))
-    return _finish(sweep, inv, client, exp.experiment_id, parent.info.run_id, Path(a.out))
+    inv = Invocation(t["scale"], t["data"], int(t["seeds"]), extra=tuple(t.get("extra_overrides", "").split()),
+                     auto=AutoSeeds(**json.loads(t["auto_seeds"])) if t.get("auto_seeds") else None,
+                     row_seeds=json.loads(t.get("row_seeds", "{}")))
+    try:
+        report_dir(sweep, inv, a.out)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _finish(sweep, inv, client, exp.experiment_id, parent.info.run_id, a.out)
 
 
 if __name__ == "__main__":

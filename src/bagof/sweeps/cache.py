@@ -20,10 +20,15 @@ from .. import __version__
 CODE_VERSION = __version__  # bump bagof.__version__ when a change alters training results
 VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
 VOLATILE_SCALE = ("ga_fraction", "classify", "detect")
-VOLATILE_TRAIN = ("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices")
+VOLATILE_TRAIN = ("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "resume")
 
 
 def config_hash(cfg: DictConfig) -> str:
+    return hashlib.sha1(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The resolved config less what does not change results: what ``config_hash`` hashes."""
     cfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(cfg, False)
     cfg.paths = {"root": "<root>", "datasets": "<datasets>", "data_dir": "<root>/data"}
@@ -40,4 +45,4 @@ def config_hash(cfg: DictConfig) -> str:
         data.pop("task")
     if data.get("model", {}).get("backbone_weights", "") is None:  # as a config without the key meant
         data["model"].pop("backbone_weights")
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return data

@@ -4,8 +4,10 @@ can be rebuilt without training (`make report TABLE=4`)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from scipy import stats
 
 from .cache import CODE_VERSION
 from .runner import Invocation, backbone_from, compose_row, config_hash, find_row
-from .spec import Row, Sweep
+from .spec import Row, Sweep, SweepError
 
 
 @dataclass
@@ -51,7 +53,7 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
             continue
         res = RowResult(row, "not run")
         errors = []
-        for seed in range(inv.seeds):
+        for seed in range(inv.seeds_of(row.label)):
             try:
                 chash = config_hash(compose_row(sweep, row, inv, seed, backbone_from(client, sweep, row, inv, seed)))
             except LookupError as e:
@@ -62,9 +64,10 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
                 continue
             run = find_row(client, exp_id, chash, seed)
             if run is None:
-                failed = client.search_runs([exp_id], f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
-                                            f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'FAILED'",
-                                            order_by=["attributes.start_time DESC"], max_results=1)
+                ended = client.search_runs([exp_id], f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
+                                           f"tags.code_version = '{CODE_VERSION}' and attributes.status != 'FINISHED'",
+                                           order_by=["attributes.start_time DESC"], max_results=5)
+                failed = [r for r in ended if r.info.status == "FAILED"]  # a KILLED run (interrupted) is "not run"
                 if failed:
                     errors.append(failed[0].data.tags.get("error", "failed"))
                 continue
@@ -99,6 +102,38 @@ def _paired_diff(res: RowResult, base: RowResult, metric: str):
     return ci95([a[s] - b[s] for s in seeds])
 
 
+NUMERIC = ("mean", "std", "ci_low", "ci_high", "delta", "delta_half", "n")
+
+
+def half_widths(sweep: Sweep, results: list[RowResult]) -> dict[str, float]:
+    """Per non-baseline row that trained: the paired 95% half-interval of its difference from the baseline
+    (NaN while it has fewer than two paired seeds)."""
+    key = sweep.metrics[0]
+    base = next((r for r in results if r.row.label == sweep.baseline), None)
+    out = {}
+    for r in results:
+        if r is base or base is None or r.status != "done":
+            continue
+        d = _paired_diff(r, base, key)
+        out[r.row.label] = math.nan if d is None else d[2]
+    return out
+
+
+def numeric_columns(sweep: Sweep, r: RowResult, base: RowResult | None) -> list[str]:
+    """The key metric as numbers, for the CSV: mean, std, 95% interval, paired delta and its half-width, seeds."""
+    key = sweep.metrics[0]
+    xs = list(r.values.get(key, {}).values())
+    if not xs:
+        return [""] * len(NUMERIC)
+    m, s, h = ci95(xs)
+    d = _paired_diff(r, base, key) if base is not None and r is not base else None
+
+    def num(v):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+    return [num(m), num(s), num(m - h), num(m + h), num(d[0] if d else None), num(d[2] if d else None), str(len(xs))]
+
+
 def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict) -> tuple[str, list[list[str]]]:
     base = next((r for r in results if r.row.label == sweep.baseline), None)
     key = sweep.metrics[0]
@@ -120,8 +155,15 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
         cells.append(f"{pd - base_paper:+.1f}" if base is not None and r is not base and pd is not None and base_paper is not None else "")
         cells.append(str(r.n(key)))
         status = r.status + (f": {r.note}" if r.note else "")
+        if inv.auto is not None and r is not base and r.status == "done":
+            hw = d[2] if d is not None else math.nan
+            status += (f", resolved (±{hw:.1f} ≤ ±{inv.auto.target:g})" if hw <= inv.auto.target
+                       else f", not resolved (±{hw:.1f})" if not math.isnan(hw) else ", not resolved")
         cells.append(status.replace("|", "/"))
         table.append(cells)
+    # the CSV carries the key metric as plain numbers beside the formatted text columns
+    csv_rows = [cols + [f"{key}_{c}" for c in NUMERIC]] + [
+        cells + numeric_columns(sweep, r, base) for cells, r in zip(table, results)]
     md = [f"# {sweep.title}", ""]
     md += [f"- **{k}**: {v}" for k, v in header.items()]
     paper_data = "ImageNet" if sweep.task == "classification" else "MS COCO"
@@ -131,7 +173,7 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
     md.append("| " + " | ".join(cols) + " |")
     md.append("|" + "|".join("---" for _ in cols) + "|")
     md += ["| " + " | ".join(c for c in cells) + " |" for cells in table]
-    return "\n".join(md) + "\n", [cols] + table
+    return "\n".join(md) + "\n", csv_rows
 
 
 def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
@@ -168,12 +210,42 @@ def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, out_dir: Path) -> list[Path]:
+def committed(sweep: Sweep, inv: Invocation) -> bool:
+    """Whether ``inv`` is the configuration the committed report in ``reports/`` came from."""
+    return inv.scale == sweep.report_scale and inv.data == sweep.data and not inv.extra
+
+
+def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bool]:
+    """(folder, whether it holds the committed report). ``reports/`` only for the committed configuration;
+    other invocations go to ``outputs/reports/<scale>-<data>[-<hash of the extra overrides>]/``; an explicit
+    ``--out`` naming ``reports/`` for another configuration is refused."""
+    root = Path(os.environ.get("BAGOF_ROOT") or os.getcwd())
+    mine = committed(sweep, inv)
+    if out is None:
+        if mine:
+            return root / "reports", True
+        tag = f"{inv.scale}-{inv.data}"
+        if inv.extra:
+            tag += "-" + hashlib.sha1(" ".join(inv.extra).encode()).hexdigest()[:8]
+        return root / "outputs" / "reports" / tag, False
+    target = Path(out).resolve()
+    if target == (root / "reports").resolve() and not mine:
+        raise SweepError(f"{out} holds the committed {sweep.name} (scale={sweep.report_scale}, data={sweep.data}, no "
+                         f"extra overrides); this invocation (scale={inv.scale}, data={inv.data}"
+                         f"{', ' + ' '.join(inv.extra) if inv.extra else ''}) would replace it: leave --out unset "
+                         f"(it writes to outputs/reports/) or name another folder")
+    return target, mine and target == (root / "reports").resolve()
+
+
+def write_report(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, out_dir: Path,
+                 discussion: bool = False) -> list[Path]:
+    """Writes tableN.{md,csv,png}; the hand-written tableN.discussion.md is appended only to the committed
+    report (``discussion``), whose numbers it discusses."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, rows = render(sweep, inv, results, header)
     paths = [out_dir / f"{sweep.name}.md", out_dir / f"{sweep.name}.csv", out_dir / f"{sweep.name}.png"]
     notes = out_dir / f"{sweep.name}.discussion.md"  # hand-written discussion of a committed run, kept across rebuilds
-    if notes.is_file():
+    if discussion and notes.is_file():
         md = md.rstrip("\n") + "\n\n## Discussion\n\n" + notes.read_text().strip() + "\n"
     paths[0].write_text(md)
     buf = io.StringIO()
@@ -184,8 +256,12 @@ def write_report(sweep: Sweep, inv: Invocation, results: list[RowResult], header
 
 
 def header_for(inv: Invocation, tags: dict, minutes: float | None) -> dict:
+    seeds = f"{inv.seeds} (0..{inv.seeds - 1})"
+    if inv.auto is not None:
+        used = sorted(set(inv.row_seeds.values()) | {inv.seeds})
+        seeds = f"{inv.auto.describe()}; used {used[0]} to {used[-1]} per row (the column seeds)"
     h = {"command": f"`{tags.get('command', '')}`", "scale": inv.scale, "data": inv.data,
-         "seeds": f"{inv.seeds} (0..{inv.seeds - 1})", "hardware": tags.get("hardware", ""),
+         "seeds": seeds, "hardware": tags.get("hardware", ""),
          "code version": tags.get("code_version", CODE_VERSION), "generated": time.strftime("%Y-%m-%d %H:%M")}
     if inv.extra:
         h["extra overrides"] = " ".join(inv.extra)

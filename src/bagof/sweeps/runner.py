@@ -1,38 +1,59 @@
 """Runs a sweep: every (row, seed) through the same ``fit`` as ``run.py``, as MLflow child runs of one
 parent run per invocation, reusing FINISHED runs with the same config hash, seed and code version.
 
-Each job runs in a fresh worker process (``JOBS`` at a time): a crash or a leak in one row cannot take
-the others or the driver down, and the driver records it as FAILED and goes on. ``launcher`` picks
-where: ``local`` (a process pool on this machine), ``slurm`` (one SLURM job per row and seed through
-submitit; ``slurm`` options such as ``partition=gpu gpus_per_node=1 timeout_min=720``), or
-``submitit-local`` (the same submitit path as local processes, to try a cluster setup on a laptop).
+Jobs run in fresh worker processes (``JOBS`` at a time) through ``bagof.launch``: a crash in one row is
+recorded as FAILED and the sweep goes on; Ctrl-C or SIGTERM kills the jobs in flight (KILLED), starts no
+other, and the report is written for what finished. A child run is created when its job starts, under a
+claim on the store: an invocation that finds the same (config hash, seed) RUNNING for another live
+invocation waits for it and reuses its result instead of training it twice.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
-import platform
 import shlex
 import sys
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
-from multiprocessing import get_context
-from pathlib import Path
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
 
-import mlflow
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from ..config import CONFIG_DIR
 from ..features import check_features
+from ..launch import (TAG_KIND, Interrupted, WorkerPool, experiment_id, fail_abandoned, hardware, interruptible,
+                      open_store, owner_alive, owner_tags, store_lock, tracking_uri)
 from .cache import CODE_VERSION, config_hash
 from .spec import TASKS, Row, Sweep
 
 log = logging.getLogger("bagof.sweeps")
+WAIT_POLL = 5.0  # seconds between looks at a run another invocation is training
 
-TAG_KIND = "bagof.kind"  # "table" on parent runs, "row" on child runs
+@dataclass
+class AutoSeeds:
+    """``SEEDS=auto``: seeds are added in rounds where the paired interval is still wide.
+
+    The rule, fixed before any result is seen: every runnable row starts with ``min_seeds``; after each
+    round, each row whose paired 95% half-interval of the difference from the baseline is wider than
+    ``target`` (points) gets one more seed, widest first, up to ``max_seeds``; the baseline always has as
+    many seeds as the row with the most (the pairs need its seeds). It stops when every row is resolved,
+    at ``max_seeds``, or when the time budget is spent (no job starts after it; jobs in flight finish).
+    Stopping once an interval is narrow enough (optional stopping) makes the reported intervals somewhat
+    optimistic; the report says so."""
+    target: float = 1.5
+    min_seeds: int = 3
+    max_seeds: int = 8
+    budget_min: float | None = None
+
+    def describe(self) -> str:
+        budget = f", time budget {self.budget_min:.0f} min" if self.budget_min else ""
+        return (f"auto: {self.min_seeds} seeds per row, then one more per round for each row whose paired 95% "
+                f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}. Caveat: "
+                "stopping once an interval is narrow enough (optional stopping) makes the intervals of rows that "
+                "stopped early somewhat optimistic")
 
 
 @dataclass
@@ -47,6 +68,12 @@ class Invocation:
     launcher: str = "local"
     slurm: tuple[str, ...] = ()  # key=value options for submitit (partition=..., gpus_per_node=...)
     command: str = ""            # the command line, for the report's header
+    auto: AutoSeeds | None = None
+    row_seeds: dict[str, int] = field(default_factory=dict)  # seeds per row when they differ (SEEDS=auto)
+    priority: list[str] = field(default_factory=list)        # rows to queue first (SEEDS=auto: widest first)
+
+    def seeds_of(self, label: str) -> int:
+        return self.row_seeds.get(label, self.seeds)
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
         return [f"task={TASKS[sweep.task]}", f"data={self.data}", f"scale={self.scale}", *sweep.overrides,
@@ -61,20 +88,6 @@ def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int, extra: list[
     if "_target_" not in cfg.logger:
         raise ValueError("table rows are logged to MLflow: remove logger=none from the overrides")
     return cfg
-
-
-def tracking_uri() -> str:
-    """The store the logger config resolves to (env var, else the repo-root SQLite file)."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["logger=mlflow"])
-    return cfg.logger.tracking_uri
-
-
-def experiment_id(client: mlflow.MlflowClient, name: str, artifact_location: str | None) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def find_finished(client, exp_id: str | None, chash: str, seed: int, kinds=("row",)):
@@ -119,94 +132,153 @@ def backbone_from(client, sweep: Sweep, row: Row, inv: Invocation, seed: int) ->
     return [f"model.backbone_weights=runs:/{run.info.run_id}"]
 
 
-def _job(cfg_yaml: str, run_id: str, threads: int) -> dict:
-    """Worker process: train one (row, seed) into the given MLflow run."""
-    import torch
-
-    from ..train import fit
-
-    cfg = OmegaConf.create(cfg_yaml)
-    with open_dict(cfg):
-        cfg.train.threads = threads
-        cfg.train.progress_bar = False
-        cfg.logger.run_id = run_id
-    try:
-        torch.set_num_threads(threads)
-        result = fit(cfg)
-        return {"status": "FINISHED", "metrics": result.metrics, "seconds": result.seconds}
-    except BaseException as e:  # recorded as FAILED by the driver; the sweep goes on
-        first = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return {"status": "FAILED", "error": first[:500], "trace": traceback.format_exc()[-4000:]}
 
 
-def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict]]:
-    """Trains what is missing; returns (parent run id, one record per row and seed)."""
-    uri = tracking_uri()
-    client = mlflow.MlflowClient(uri)
-    art = None
+@dataclass
+class Job:
+    """One run to train: its record (shared with the report), its resolved config and identity."""
+    rec: dict
+    cfg_yaml: str
+    chash: str
+    seed: int
+    kind: str = "row"              # "row" or "pretrain"
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass
+class Store:
+    """The store this invocation writes to, opened once."""
+    client: object
+    lock: object
+    exp_id: str
+    parent_id: str = ""
+
+
+def open_sweep_store(sweep_name: str) -> Store:
+    base = compose_base()
+    uri = tracking_uri(base)
+    client = open_store(uri, base.paths.root)
+    lock = store_lock(uri, base.paths.root)
+    return Store(client, lock, experiment_id(client, sweep_name, base.logger.artifact_location, lock))
+
+
+def compose_base() -> DictConfig:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        art = compose("config").logger.artifact_location
-    exp_id = experiment_id(client, sweep.name, art)
+        return compose("config", overrides=["logger=mlflow"])
+
+
+def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupted | None]:
+    """Trains what is missing; returns (parent run id, one record per row and seed, the interruption if any)."""
+    st = open_sweep_store(sweep.name)
+    client = st.client
+    fail_abandoned(client, [st.exp_id])
     cmd = inv.command or " ".join(shlex.quote(a) for a in sys.argv)
-    parent = client.create_run(exp_id, run_name=f"{sweep.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={
+    if inv.auto is not None:
+        inv.seeds = inv.auto.min_seeds
+    parent = client.create_run(st.exp_id, run_name=f"{sweep.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={
         TAG_KIND: "table", "scale": inv.scale, "data": inv.data, "seeds": str(inv.seeds),
+        "seeds_rule": inv.auto.describe() if inv.auto else "fixed",
+        **({"auto_seeds": json.dumps(asdict(inv.auto))} if inv.auto else {}),
         "extra_overrides": " ".join(inv.extra), "command": cmd, "code_version": CODE_VERSION,
-        "hardware": hardware()})
-    pid = parent.info.run_id
+        "hardware": hardware(), **owner_tags()})
+    st.parent_id = pid = parent.info.run_id
     for k, v in {"scale": inv.scale, "data": inv.data, "seeds": inv.seeds, "jobs": inv.jobs, "force": inv.force}.items():
         client.log_param(pid, k, v)
     t0 = time.time()
-    jobs = max(1, inv.jobs)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    _pretrain(sweep, inv, client, exp_id, pid, threads)
-    records, todo = [], []
-    for row in sweep.rows:
+    threads = max(1, (os.cpu_count() or 1) // max(1, inv.jobs))
+    records: list[dict] = []
+    trained = [0]
+    interrupted = None
+    deadline = t0 + 60 * inv.auto.budget_min if inv.auto and inv.auto.budget_min else None
+    with interruptible():
+        try:
+            while True:
+                records.clear()
+                trained[0] += _train(_pretrain_jobs(sweep, inv, st), inv, threads, st, deadline)
+                jobs = _row_jobs(sweep, inv, st, records)
+                log.info("%s: %d runs to train, %d reused, %d not implemented", sweep.name, len(jobs),
+                         sum(1 for r in records if r.get("cached")), sum(1 for r in records if r.get("reason")))
+                trained[0] += _train(jobs, inv, threads, st, deadline)
+                if inv.auto is None or not _more_seeds(sweep, inv, st, deadline):
+                    break
+        except Interrupted as e:
+            interrupted = e
+            log.error("%s: interrupted by %s: the runs in flight were killed, no other run was started",
+                      sweep.name, e)
+    client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
+    client.log_metric(pid, "trained_runs", trained[0])
+    if inv.row_seeds:
+        client.set_tag(pid, "row_seeds", json.dumps(inv.row_seeds))
+    return pid, records, interrupted
+
+
+def _more_seeds(sweep: Sweep, inv: Invocation, st: Store, deadline: float | None) -> bool:
+    """One SEEDS=auto round's decision: adds a seed to each unresolved row (widest first); False to stop."""
+    from .report import collect, half_widths
+
+    if deadline is not None and time.time() >= deadline:
+        log.info("%s: the time budget is spent; stopping with %s", sweep.name, inv.row_seeds)
+        return False
+    widths = half_widths(sweep, collect(sweep, inv, st.client, st.exp_id))
+    auto = inv.auto
+    need = sorted(((w, label) for label, w in widths.items()
+                   if (math.isnan(w) or w > auto.target) and inv.seeds_of(label) < auto.max_seeds), reverse=True)
+    if not need:
+        log.info("%s: every row resolved at ±%g or at %d seeds", sweep.name, auto.target, auto.max_seeds)
+        return False
+    # widest first: their new seeds are queued first (row order of the next round's jobs follows the sweep)
+    order = [label for _, label in need]
+    for label in order:
+        inv.row_seeds[label] = inv.seeds_of(label) + 1
+    if sweep.baseline:
+        inv.row_seeds[sweep.baseline] = max(inv.seeds_of(r.label) for r in sweep.rows)
+    inv.priority = order
+    log.info("%s: another seed for %d unresolved rows (widest first: %s)", sweep.name, len(order),
+             ", ".join(f"{label} ±{w:.1f}" for w, label in need[:5]))
+    return True
+
+
+def _row_jobs(sweep: Sweep, inv: Invocation, st: Store, records: list[dict]) -> list[Job]:
+    jobs = []
+    for row in _by_priority(sweep, inv):
         reason = row.missing()
-        for seed in range(inv.seeds):
+        for seed in range(inv.seeds_of(row.label)):
             rec = {"row": row.label, "seed": seed, "status": "NOT_IMPLEMENTED", "reason": reason}
             records.append(rec)
             if reason:
                 continue
             try:
-                cfg = compose_row(sweep, row, inv, seed, backbone_from(client, sweep, row, inv, seed))
+                cfg = compose_row(sweep, row, inv, seed, backbone_from(st.client, sweep, row, inv, seed))
                 chash = config_hash(cfg)  # resolves every interpolation (e.g. missing optimized anchors)
             except Exception as e:  # a broken override or value, a failed classifier: this row fails, the others run
                 what = "pretraining" if isinstance(e, LookupError) else "config"
                 rec.update(status="FAILED", error=f"{what}: {type(e).__name__}: {str(e).splitlines()[0]}")
-                run = client.create_run(exp_id, run_name=f"{row.label} s{seed}", tags={
-                    "mlflow.parentRunId": pid, TAG_KIND: "row", "row": row.label, "seed": str(seed),
+                run = st.client.create_run(st.exp_id, run_name=f"{row.label} s{seed}", tags={
+                    "mlflow.parentRunId": st.parent_id, TAG_KIND: "row", "row": row.label, "seed": str(seed),
                     "code_version": CODE_VERSION, "error": rec["error"][:500]})
-                client.set_terminated(run.info.run_id, "FAILED")
+                st.client.set_terminated(run.info.run_id, "FAILED")
                 log.error("%s seed %d FAILED: %s", row.label, seed, rec["error"])
                 continue
             rec["config_hash"] = chash
-            cached = None if inv.force else find_row(client, exp_id, chash, seed)
+            cached = _reusable(find_row(st.client, st.exp_id, chash, seed), inv, st)
             if cached is not None:
                 rec.update(status="FINISHED", run_id=cached.info.run_id, cached=True)
                 log.info("%s seed %d: reusing finished run %s", row.label, seed, cached.info.run_id)
                 continue
-            child = client.create_run(exp_id, run_name=f"{row.label} s{seed}", tags={
-                "mlflow.parentRunId": pid, TAG_KIND: "row", "row": row.label, "seed": str(seed),
-                "config_hash": chash, "code_version": CODE_VERSION})
-            rec.update(run_id=child.info.run_id, cached=False)
-            todo.append((rec, OmegaConf.to_yaml(cfg, resolve=True)))
-    log.info("%s: %d runs to train, %d reused, %d not implemented", sweep.name, len(todo),
-             sum(1 for r in records if r.get("cached")), sum(1 for r in records if r.get("reason")))
-    _train(todo, inv, threads, client)
-    client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
-    client.log_metric(pid, "trained_runs", len(todo))
-    return pid, records
+            rec.update(status="QUEUED", cached=False)
+            jobs.append(Job(rec, OmegaConf.to_yaml(cfg, resolve=True), chash, seed))
+    return jobs
 
 
-def _pretrain(sweep: Sweep, inv: Invocation, client, exp_id: str, pid: str, threads: int) -> None:
-    """Trains the classifiers that rows with ``pretrain`` start from (Table 6), unless a finished identical
-    run exists in any experiment; identical classifiers of several rows are trained once. A failed one
-    fails its rows later (they find no finished classifier), not the sweep."""
-    todo, seen = [], set()
-    for row in sweep.rows:
+def _pretrain_jobs(sweep: Sweep, inv: Invocation, st: Store) -> list[Job]:
+    """The classifiers that rows with ``pretrain`` start from (Table 6), unless a finished identical run
+    exists in any experiment; identical classifiers of several rows are trained once. A failed one fails
+    its rows later (they find no finished classifier), not the sweep."""
+    jobs, seen = [], set()
+    for row in _by_priority(sweep, inv):
         if row.pretrain is None or row.missing():
             continue
-        for seed in range(inv.seeds):
+        for seed in range(inv.seeds_of(row.label)):
             label = row.pretrain_row().label
             try:
                 cfg = compose_pretrain(sweep, row, inv, seed)
@@ -217,67 +289,108 @@ def _pretrain(sweep: Sweep, inv: Invocation, client, exp_id: str, pid: str, thre
             if (chash, seed) in seen:
                 continue
             seen.add((chash, seed))
-            cached = None if inv.force else find_finished(client, None, chash, seed, PRETRAIN_KINDS)
+            cached = _reusable(find_finished(st.client, None, chash, seed, PRETRAIN_KINDS), inv, st)
             if cached is not None:
                 log.info("%s seed %d: reusing finished classifier %s", label, seed, cached.info.run_id)
                 continue
-            child = client.create_run(exp_id, run_name=f"{label} s{seed}", tags={
-                "mlflow.parentRunId": pid, TAG_KIND: "pretrain", "row": label, "seed": str(seed),
-                "config_hash": chash, "code_version": CODE_VERSION})
-            todo.append(({"row": label, "seed": seed, "run_id": child.info.run_id}, OmegaConf.to_yaml(cfg, resolve=True)))
-    if todo:
-        log.info("%s: %d classifiers to pretrain first", sweep.name, len(todo))
-    _train(todo, inv, threads, client)
+            jobs.append(Job({"row": label, "seed": seed}, OmegaConf.to_yaml(cfg, resolve=True), chash, seed, "pretrain"))
+    if jobs:
+        log.info("%s: %d classifiers to pretrain first", sweep.name, len(jobs))
+    return jobs
 
 
-def _train(todo, inv: Invocation, threads: int, client) -> None:
-    """Runs the jobs; a failure is recorded on its MLflow run (and in its record), the others go on."""
-    for rec, out in _execute(todo, inv, threads):
-        rec.update(status=out["status"], error=out.get("error"))
-        if out["status"] != "FINISHED":
-            client.set_tag(rec["run_id"], "error", out.get("error", ""))
-            client.set_terminated(rec["run_id"], "FAILED")
-            log.error("%s seed %d FAILED: %s", rec["row"], rec["seed"], out.get("error"))
-        else:
-            log.info("%s seed %d done: %s", rec["row"], rec["seed"],
-                     "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
+def _reusable(run, inv: Invocation, st: Store):
+    """A finished run to reuse: any, or with FORCE only one this invocation trained (SEEDS=auto's later
+    rounds must not retrain the earlier rounds' runs)."""
+    if run is None or (inv.force and run.data.tags.get("mlflow.parentRunId") != st.parent_id):
+        return None
+    return run
 
 
-def _execute(todo, inv: Invocation, threads: int):
-    """Yields (record, outcome) as jobs end, whichever launcher runs them."""
-    if inv.launcher == "local":
-        # a fresh process per job (spawn: no forked torch/MLflow state)
-        with ProcessPoolExecutor(max(1, inv.jobs), mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-            futures = {pool.submit(_job, y, rec["run_id"], threads): rec for rec, y in todo}
-            for fut in as_completed(futures):
-                try:
-                    yield futures[fut], fut.result()
-                except BaseException as e:  # the worker process itself died
-                    yield futures[fut], {"status": "FAILED", "error": f"worker died: {type(e).__name__}: {e}"}
-        return
-    if inv.launcher not in ("slurm", "submitit-local"):
-        raise ValueError(f"launcher {inv.launcher!r}: choose local, slurm or submitit-local")
-    import submitit
-
-    folder = Path(os.environ.get("BAGOF_ROOT", ".")) / "outputs" / "submitit" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster="local" if inv.launcher == "submitit-local" else "slurm")
-    params = {"timeout_min": 24 * 60, "cpus_per_task": threads}
-    for kv in inv.slurm:
-        key, _, value = kv.partition("=")
-        params[key if key in ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "nodes", "name")
-               else f"slurm_{key}"] = int(value) if value.isdigit() else value
-    executor.update_parameters(**params)
-    jobs = [(rec, executor.submit(_job, y, rec["run_id"], threads)) for rec, y in todo]
-    for rec, job in jobs:
-        try:
-            yield rec, job.result()
-        except BaseException as e:  # the cluster job died (killed, out of time, node failure)
-            yield rec, {"status": "FAILED", "error": f"job {job.job_id} died: {type(e).__name__}: {str(e)[:300]}"}
+def _by_priority(sweep: Sweep, inv: Invocation) -> list[Row]:
+    """The rows, the baseline and then SEEDS=auto's widest rows first (so a time budget cuts the others)."""
+    first = ([sweep.baseline] if sweep.baseline else []) + inv.priority
+    rank = {label: i for i, label in enumerate(dict.fromkeys(first))}
+    return sorted(sweep.rows, key=lambda r: rank.get(r.label, len(rank)))
 
 
-def hardware() -> str:
-    import torch
+def claim(st: Store, job: Job, force: bool) -> str:
+    """Under the store lock: ``reuse`` (a finished run appeared), ``wait`` (another live invocation is
+    training it now), or ``start`` (this invocation's child run is created and recorded in ``job.rec``)."""
+    c = st.client
+    scope = None if job.kind == "pretrain" else st.exp_id
+    with st.lock:
+        done = (find_finished(c, None, job.chash, job.seed, PRETRAIN_KINDS) if job.kind == "pretrain"
+                else find_row(c, st.exp_id, job.chash, job.seed))
+        if done is not None and (not force or done.data.tags.get("mlflow.parentRunId") == st.parent_id):
+            job.rec.update(status="FINISHED", run_id=done.info.run_id, cached=True)
+            return "reuse"
+        ids = [scope] if scope else [e.experiment_id for e in c.search_experiments()]
+        busy = c.search_runs(ids, f"tags.config_hash = '{job.chash}' and tags.seed = '{job.seed}' and "
+                                  f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'RUNNING'")
+        if any(r.data.tags.get("mlflow.parentRunId") != st.parent_id and owner_alive(r) for r in busy):
+            return "wait"
+        run = c.create_run(st.exp_id, run_name=f"{job.rec['row']} s{job.seed}", tags={
+            "mlflow.parentRunId": st.parent_id, TAG_KIND: job.kind, "row": job.rec["row"], "seed": str(job.seed),
+            "config_hash": job.chash, "code_version": CODE_VERSION, **owner_tags()})
+    job.rec.update(run_id=run.info.run_id, status="RUNNING", cached=False)
+    return "start"
 
-    cpu = platform.processor() or platform.machine()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+
+def _train(jobs: list[Job], inv: Invocation, threads: int, st: Store, deadline: float | None = None) -> int:
+    """Runs the jobs, ``inv.jobs`` at a time; returns how many it trained. A failure is recorded on its
+    run and the others go on; ``Interrupted`` kills the ones in flight and leaves the rest unstarted.
+    After ``deadline`` (a time budget) no job starts; those in flight finish."""
+    if not jobs:
+        return 0
+    pool = WorkerPool(inv.jobs, threads, st.client, inv.launcher, inv.slurm)
+    pending, waiting, started = deque(jobs), [], 0
+    next_look = 0.0
+    try:
+        while pending or waiting or pool.running:
+            if deadline is not None and time.time() >= deadline and (pending or waiting):
+                for job in list(pending) + waiting:
+                    job.rec.update(status="NOT_STARTED")
+                log.info("time budget spent: %d queued runs not started", len(pending) + len(waiting))
+                pending.clear()
+                waiting.clear()
+            while pending and pool.free() > 0:
+                job = pending.popleft()
+                decision = claim(st, job, inv.force)
+                if decision == "reuse":
+                    log.info("%s seed %d: reusing run %s (finished meanwhile)", job.rec["row"], job.seed,
+                             job.rec["run_id"])
+                elif decision == "wait":
+                    log.info("%s seed %d: another invocation is training it; waiting for its result",
+                             job.rec["row"], job.seed)
+                    waiting.append(job)
+                else:
+                    pool.start(job, job.cfg_yaml, job.rec["run_id"])
+                    started += 1
+            for job, out in pool.wait(1.0):
+                _record(job, out, st.client)
+            if waiting and not pending and time.time() >= next_look:
+                pending.extend(waiting)  # look again: finished (reuse), failed (train it here) or still running
+                waiting.clear()
+                next_look = time.time() + WAIT_POLL
+            elif waiting and not pool.running and not pending:
+                time.sleep(0.5)
+    except Interrupted as e:
+        for job in pool.stop(f"interrupted by {e} (the sweep was stopped)"):
+            job.rec.update(status="KILLED", error=f"interrupted by {e}")
+        for job in list(pending) + waiting:
+            job.rec.update(status="NOT_STARTED")
+        raise
+    return started
+
+
+def _record(job: Job, out: dict, client) -> None:
+    rec = job.rec
+    rec.update(status=out["status"], error=out.get("error"))
+    if out["status"] != "FINISHED":
+        client.set_tag(rec["run_id"], "error", out.get("error", "")[:500])
+        client.set_terminated(rec["run_id"], "FAILED")
+        log.error("%s seed %d FAILED: %s", rec["row"], rec["seed"], out.get("error"))
+    else:
+        log.info("%s seed %d done: %s", rec["row"], rec["seed"],
+                 "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))

@@ -6,11 +6,13 @@ setting depends on the scale, e.g. splitting the cpu scale's batch into mini-bat
 columns, for the report), ``not_implemented`` (a reason, for rows needing more than a toggle) and
 ``pretrain`` (Table 6: a classifier to train first, ``{data, bof, bos, overrides}``, whose backbone the
 row's detector starts from; cached like any row, and shared with an identical row of Tables 2-3).
-A row naming a toggle whose config does not exist yet is "not implemented" too: it is kept in the
-report and never trained, so rows light up as features land.
+A row naming a toggle that has no config is a typo and fails the whole sweep at load time (with the
+closest names), unless the row says ``not_implemented: <reason>``: such a row is kept in the report and
+never trained.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,14 +48,17 @@ class Row:
         return Row(label=f"{self.label} / classifier", paper={}, bof=list(p.get("bof", [])),
                    bos=list(p.get("bos", [])), overrides=list(p.get("overrides", [])))
 
+    def toggles(self) -> list[tuple[str, str]]:
+        """(group, name) of every toggle the row and its pretrained classifier name."""
+        pre = self.pretrain_row()
+        return [(g, n) for g, names in (("bof", self.bof), ("bos", self.bos), ("bof", pre.bof if pre else []),
+                                        ("bos", pre.bos if pre else [])) for n in names]
+
     def missing(self) -> str | None:
         """Why this row cannot run yet (None when it can)."""
         if self.not_implemented:
             return self.not_implemented
-        pre = self.pretrain_row()
-        gone = [f"{g}/{n}" for g, names in (("bof", self.bof), ("bos", self.bos),
-                                            ("bof", pre.bof if pre else []), ("bos", pre.bos if pre else []))
-                for n in names if not (Path(CONFIG_DIR) / g / f"{n}.yaml").is_file()]
+        gone = [f"{g}/{n}" for g, n in self.toggles() if not (Path(CONFIG_DIR) / g / f"{n}.yaml").is_file()]
         return f"toggle {', '.join(gone)} not implemented yet" if gone else None
 
     def hydra_overrides(self, scale: str | None = None) -> list[str]:
@@ -74,6 +79,7 @@ class Sweep:
     overrides: list[str] = field(default_factory=list)
     baseline: str | None = None
     data: str = "bccd"
+    report_scale: str = "cpu"     # with ``data``: the configuration whose report is committed in reports/
     path: Path | None = None
 
     def baseline_row(self) -> Row | None:
@@ -103,7 +109,17 @@ def load_sweep(path: str | Path) -> Sweep:
     sweep = Sweep(name=path.stem, title=raw.get("title", path.stem), task=raw.get("task", "detection"),
                   metrics=list(raw.get("metrics", ["AP", "AP50", "AP75"])), rows=rows,
                   overrides=list(raw.get("overrides", [])), baseline=raw.get("baseline"), data=raw.get("data", "bccd"),
-                  path=path)
+                  report_scale=raw.get("report_scale", "cpu"), path=path)
+    for r in rows:
+        if r.not_implemented:
+            continue
+        for group, name in r.toggles():
+            if not (Path(CONFIG_DIR) / group / f"{name}.yaml").is_file():
+                avail = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+                close = difflib.get_close_matches(name, avail, n=3)
+                raise SweepError(f"{path}: row {r.label!r} names {group} toggle {name!r}, which does not exist"
+                                 f"{f' (did you mean {close}?)' if close else ''}; toggles in conf/{group}/: {avail}. "
+                                 "A row waiting for a toggle not written yet says `not_implemented: <reason>`.")
     if sweep.task not in TASKS:
         raise SweepError(f"{path}: task {sweep.task!r}: choose one of {sorted(TASKS)}")
     if sweep.baseline and sweep.baseline_row() is None:

@@ -29,3 +29,20 @@ class EpochSummary(L.Callback):
                      if k in pl_module.last_metrics) if pl_module.evaluated_now else ""
         log.info("epoch %d/%d  loss %.3f  lr %.2e  %.1f img/s (training)%s", trainer.current_epoch + 1, trainer.max_epochs,
                  float(m.get("train/loss_epoch", m.get("train/loss", float("nan")))), lr, self._n / max(secs, 1e-9), ap)
+
+
+class _DropTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_known_noise() -> None:
+    """Silences library messages that say nothing about the run: Lightning's advert for its cloud logger and
+    torch's pytree deprecation notice that Lightning triggers on every fit."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropTip) for f in lg.filters):
+            lg.addFilter(_DropTip())

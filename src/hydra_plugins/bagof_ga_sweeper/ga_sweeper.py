@@ -20,7 +20,12 @@ class BagofGASweeper(Sweeper):
         from bagof.search.driver import run_search
 
         try:
-            return run_search(list(arguments), command=" ".join(shlex.quote(a) for a in sys.argv))
+            res = run_search(list(arguments), command=" ".join(shlex.quote(a) for a in sys.argv))
         except BagofError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        if res.interrupted is not None:  # the shell's 130 (SIGINT) / 143 (SIGTERM)
+            print(f"interrupted by {res.interrupted}: {res.complete} trials finished; the same command resumes",
+                  file=sys.stderr)
+            raise SystemExit(res.interrupted.exit_code)
+        return res

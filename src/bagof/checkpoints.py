@@ -1,0 +1,114 @@
+"""Where a run's checkpoints live and how an interrupted run is continued (``train.resume``).
+
+Every run saves ``last.ckpt`` each epoch under ``outputs/checkpoints/<MLflow run id>/`` (a timestamp without
+MLflow) beside ``run.yaml``, a card with the run id and the run's identity (the config less what does not
+change results, as the result cache hashes it). With MLflow the checkpoint is also a run artifact, so a
+run can be resumed on another machine; the local folder is removed when the run finishes.
+
+``train.resume`` takes a ``last.ckpt`` path, ``runs:/<run id>`` (the local folder, else the run's artifacts),
+or ``last``: the newest checkpoint under ``outputs/checkpoints/`` of this same config. The resumed run
+continues the same MLflow run (epoch, optimizer, LR schedule and callbacks' states come from the
+checkpoint); a checkpoint of another config is refused with the keys that differ.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from .errors import BagofError
+from .sweeps.cache import CODE_VERSION, config_hash, identity
+
+CARD = "run.yaml"
+ARTIFACT = "last"  # where Lightning's MLflow logger puts last.ckpt (the file's stem)
+
+
+@dataclass
+class Resume:
+    ckpt: Path
+    run_id: str | None
+
+
+def checkpoint_root(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.root) / "outputs" / "checkpoints"
+
+
+def write_run_card(folder: Path, cfg: DictConfig, run_id: str | None, logger=None) -> Path:
+    card = folder / CARD
+    card.write_text(yaml.safe_dump({"run_id": run_id, "config_hash": config_hash(cfg), "code_version": CODE_VERSION,
+                                    "identity": identity(cfg)}, sort_keys=False))
+    if logger is not None:
+        logger.experiment.log_artifact(run_id, str(card), ARTIFACT)
+    return card
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check(card_path: Path, cfg: DictConfig, ckpt: Path) -> dict:
+    if not card_path.is_file():
+        raise BagofError(f"train.resume: {ckpt} has no {CARD} beside it (not a bagof run's checkpoint folder)")
+    card = yaml.safe_load(card_path.read_text())
+    if card.get("config_hash") != config_hash(cfg):
+        mine, theirs = _flat(identity(cfg)), _flat(card.get("identity"))
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        text = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:6])
+        raise BagofError(f"train.resume: {ckpt} was trained with another config ({text}"
+                         f"{', ...' if len(diff) > 6 else ''}); repeat the interrupted run's overrides")
+    return card
+
+
+def find_checkpoint(spec, cfg: DictConfig) -> Resume:
+    spec = str(spec)
+    root = checkpoint_root(cfg)
+    if spec == "last":
+        want = config_hash(cfg)
+        cards = [c for c in root.glob(f"*/{CARD}") if (c.parent / "last.ckpt").is_file()]
+        mine = [c for c in cards if yaml.safe_load(c.read_text()).get("config_hash") == want]
+        if not mine:
+            raise BagofError(f"train.resume=last: no checkpoint of this config under {root} ({len(cards)} of other "
+                             "configs); repeat the interrupted run's overrides, or give a last.ckpt path")
+        card = max(mine, key=lambda c: (c.parent / "last.ckpt").stat().st_mtime)
+        return Resume(card.parent / "last.ckpt", yaml.safe_load(card.read_text()).get("run_id"))
+    if spec.startswith("runs:/"):
+        run_id = spec.removeprefix("runs:/").strip("/").split("/")[0]
+        folder = root / run_id
+        if not (folder / "last.ckpt").is_file():
+            folder = _download(run_id, cfg)
+        _check(folder / CARD, cfg, folder / "last.ckpt")
+        return Resume(folder / "last.ckpt", run_id)
+    ckpt = Path(spec)
+    if ckpt.is_dir():
+        ckpt = ckpt / "last.ckpt"
+    if not ckpt.is_file():
+        raise BagofError(f"train.resume={spec}: no such checkpoint (give a last.ckpt path, runs:/<run id> or last)")
+    card = _check(ckpt.parent / CARD, cfg, ckpt)
+    return Resume(ckpt, card.get("run_id"))
+
+
+def _download(run_id: str, cfg: DictConfig) -> Path:
+    import mlflow
+
+    if not cfg.get("logger") or "tracking_uri" not in cfg.logger:
+        raise BagofError(f"train.resume=runs:/{run_id}: no local checkpoint and logging is off (logger=none)")
+    dst = Path(tempfile.mkdtemp(prefix=f"bagof-resume-{run_id[:8]}-"))
+    try:
+        got = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT, dst_path=str(dst),
+                                                  tracking_uri=cfg.logger.tracking_uri)
+    except Exception as e:
+        raise BagofError(f"train.resume=runs:/{run_id}: no checkpoint among the run's artifacts in "
+                         f"{cfg.logger.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    folder = Path(got)
+    if not (folder / "last.ckpt").is_file():
+        raise BagofError(f"train.resume=runs:/{run_id}: the run has no last.ckpt artifact")
+    return folder
