@@ -67,7 +67,7 @@ def test_softmax_label_smoothing_is_the_reference_form_hand_computed():
     assert SoftmaxCrossEntropy(eps)(logits, target).item() == pytest.approx(want.item(), rel=1e-6)
     assert SoftmaxCrossEntropy(0.0)(logits, target).item() == pytest.approx(-logp[1].item(), rel=1e-6)
     mixed = torch.tensor([[0.3, 0.7, 0.0, 0.0]])  # a mixed label stays a distribution after smoothing
-    from bagof.losses.softmax import smooth_labels
+    from bagof.losses.softmax import softmax_smooth_labels as smooth_labels
 
     assert smooth_labels(mixed, eps).sum().item() == pytest.approx(1.0)
 
@@ -144,14 +144,17 @@ def test_detector_starts_from_a_classifier_logged_in_mlflow(compose, tmp_path):
     """The Table 6 path: a classifier run's checkpoint, named runs:/<id>, initialises the detector."""
     cls_run = fit(compose(["task=classify", "scale=smoke", "model.backbone=cspresnext50"])).run_id
     cfg = compose(["scale=smoke", "model=cspresnext50_panet_spp", f"model.backbone_weights=runs:/{cls_run}"])
-    mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    det = hydra.utils.instantiate(cfg.model, _convert_="all")
+    from bagof.checkpoints import fetch_run_checkpoint
     from bagof.models.transfer import backbone_state
+    from bagof.train import _local_weights
 
-    src = backbone_state(f"runs:/{cls_run}")
+    det = hydra.utils.instantiate(cfg.model, _convert_="all", **_local_weights(cfg))  # what fit does
+    src = backbone_state(str(fetch_run_checkpoint(f"runs:/{cls_run}", cfg.logger.tracking_uri)))
     assert all(torch.equal(v, src[k]) for k, v in det.backbone.state_dict().items())
     with pytest.raises(TransferError, match="not in the MLflow store"):
-        backbone_state("runs:/" + "0" * 32)
+        fetch_run_checkpoint("runs:/" + "0" * 32, cfg.logger.tracking_uri)
+    with pytest.raises(TransferError, match="fetch its checkpoint first"):  # models never talk to MLflow
+        backbone_state(f"runs:/{cls_run}")
 
 
 # ---------------------------------------------------------------- mini-batch vs batch (Table 7)

@@ -26,8 +26,9 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-SPECIALS = [{}, dict(fusion="asff", rfb=True), dict(sam="point", gaussian=True),
-            dict(sam="cbam", fusion="asff", rfb=True, gaussian=True, dropblock={"drop_prob": 0.1, "block_size": 3})]
+SPECIALS = [{}, dict(specials={"asff": {}, "rfb": {}}), dict(specials={"sam": {"kind": "point"}}, gaussian=True),
+            dict(specials={"dropblock": {"drop_prob": 0.1, "block_size": 3}, "sam": {"kind": "cbam"}, "asff": {},
+                           "rfb": {}}, gaussian=True)]
 
 
 @pytest.mark.parametrize("neck,specials", list(itertools.product(["fpn", "pan", "bifpn"], SPECIALS)))
@@ -49,8 +50,8 @@ def test_table5_variants_parameter_counts_at_paper_scale():
     base = YoloDetector(**base_kw)
     assert n_params(base) == count_parameters(need(DARKNET_CFG / "csresnext50-panet-spp.cfg"))[0]
     assert n_params(YoloDetector("cspdarknet53", 80, YOLOV3_ANCHORS)) == count_parameters(DARKNET_CFG / "yolov4.cfg")[0]
-    rows = {"CSPResNeXt50-PANet-SPP": {}, "-RFB": dict(rfb=True), "-SAM": dict(sam="point"),
-            "-SAM-G": dict(sam="point", gaussian=True), "-ASFF-RFB": dict(fusion="asff", rfb=True)}
+    rows = {"CSPResNeXt50-PANet-SPP": {}, "-RFB": dict(specials={"rfb": {}}), "-SAM": dict(specials={"sam": {}}),
+            "-SAM-G": dict(specials={"sam": {}}, gaussian=True), "-ASFF-RFB": dict(specials={"asff": {}, "rfb": {}})}
     print("\nTable 5 variants at paper scale (80 classes):")
     for label, kw in rows.items():
         m = YoloDetector(**base_kw, **kw)
@@ -199,3 +200,43 @@ def test_specials_compose_and_train(compose):
     cfg = compose(["scale=smoke", "model=cspresnext50_panet_spp", "logger=none",
                    "+bos=[sam,gaussian,asff,rfb,diou_nms,miwrc]", "+bof=[ciou,mosaic]"])
     assert 0.0 <= train(cfg) <= 1.0
+
+
+def test_specials_apply_in_placement_order_whatever_the_toggle_order(compose):
+    import hydra
+
+    from bagof.models.layers.attention import SAM
+    from bagof.models.necks.asff import ASFF
+
+    cfg = compose(["scale=smoke", "+bos=[sam,asff]"])
+    assert list(cfg.model.specials) == ["sam", "asff"]  # the order the toggles were given
+    m = hydra.utils.instantiate(cfg.model, _convert_="all")
+    assert isinstance(m.specials[0], ASFF) and isinstance(m.specials[1][0], SAM)  # ASFF before SAM
+
+
+def test_a_new_special_is_a_module_and_a_yaml(tmp_path, monkeypatch):
+    """No edit to detector.py: a registered module plus a conf/bos yaml naming it."""
+    import shutil
+
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from torch import nn
+
+    from bagof.config import CONFIG_DIR
+    from bagof.models import specials
+
+    class Double(nn.Module):
+        def forward(self, feats):
+            return [2 * f for f in feats]
+
+    monkeypatch.setitem(specials.SPECIALS, "double", specials.Special("double", 25, lambda channels, act: Double()))
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    (conf / "bos" / "double.yaml").write_text("# @package _global_\nmodel:\n  specials: {double: {}}\n"
+                                               "features:\n  double: double\n")
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["scale=smoke", "+bos=[double,rfb]"])
+    m = hydra.utils.instantiate(cfg.model, _convert_="all")
+    assert [type(x).__name__ for x in m.specials] == ["PerLevel", "Double"]  # RFB (20) before Double (25)
+    with pytest.raises(ValueError, match="no special named \\['nope'\\]"):
+        YoloDetector("cspdarknet53", 2, YOLOV3_ANCHORS, width=0.125, depth=0.33, specials={"nope": {}})

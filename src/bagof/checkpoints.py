@@ -112,3 +112,36 @@ def _download(run_id: str, cfg: DictConfig) -> Path:
     if not (folder / "last.ckpt").is_file():
         raise BagofError(f"train.resume=runs:/{run_id}: the run has no last.ckpt artifact")
     return folder
+
+
+def fetch_run_checkpoint(source: str, tracking_uri: str | None) -> Path:
+    """``model.backbone_weights=runs:/<id>`` (or a bare run id) -> the run's logged ``.ckpt``, downloaded."""
+    import mlflow
+
+    from .models.transfer import TransferError, run_id_of
+
+    run_id = run_id_of(source)
+    if tracking_uri is None:
+        raise TransferError(f"model.backbone_weights={source!r}: an MLflow run, but logging is off (logger=none)")
+    client = mlflow.MlflowClient(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except Exception as e:
+        raise TransferError(f"model.backbone_weights={source!r}: run {run_id} is not in the MLflow store "
+                            f"{tracking_uri} ({type(e).__name__})") from None
+
+    def find(path=None):
+        for f in client.list_artifacts(run_id, path):
+            if f.is_dir:
+                hit = find(f.path)
+                if hit:
+                    return hit
+            elif f.path.endswith(".ckpt"):
+                return f.path
+        return None
+
+    art = find()
+    if art is None:
+        raise TransferError(f"model.backbone_weights={source!r}: run {run_id} logged no checkpoint (.ckpt); "
+                            "train the classifier with MLflow logging on (logger.log_model, the default)")
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=art, tracking_uri=tracking_uri))

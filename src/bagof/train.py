@@ -12,13 +12,12 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import mlflow
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .checkpoints import find_checkpoint, write_run_card
+from .checkpoints import fetch_run_checkpoint, find_checkpoint, write_run_card
 from .config import flatten
 from .errors import BagofError
 from .features import check_features
@@ -82,9 +81,7 @@ def fit(cfg: DictConfig) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
-    if cfg.get("logger") and "tracking_uri" in cfg.logger:  # where model.backbone_weights=runs:/... are found
-        mlflow.set_tracking_uri(cfg.logger.tracking_uri)
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all", **_local_weights(cfg))
     loss = hydra.utils.instantiate(cfg.loss)
     t = cfg.train
     task = build_task(cfg, model, loss)
@@ -132,6 +129,18 @@ def fit(cfg: DictConfig) -> RunResult:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     _print_summary(cfg, metrics, logger, time.time() - t0)
     return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
+
+
+def _local_weights(cfg: DictConfig) -> dict:
+    """``model.backbone_weights=runs:/<id>``: the run's checkpoint fetched to a local file now, so models never
+    talk to MLflow (the config keeps the runs:/ form, which is what the run logs and hashes)."""
+    from .models.transfer import run_id_of
+
+    src = cfg.model.get("backbone_weights")
+    if not src or run_id_of(str(src)) is None:
+        return {}
+    uri = cfg.logger.tracking_uri if cfg.get("logger") and "tracking_uri" in cfg.logger else None
+    return {"backbone_weights": str(fetch_run_checkpoint(str(src), uri))}
 
 
 def _resolve(cfg: DictConfig) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .datamodule import _seed_worker, read_rgb
+from .loading import read_rgb, seed_worker
 from .formats import DatasetError, Issues
 from .label_mixing import LabelCutMix, LabelMixUp, LabelMosaic
 from .synthetic import ensure_synthetic
@@ -90,7 +90,7 @@ def ensure_crops(root: str | Path, split: str, num_images: int, seed: int, margi
     return out
 
 
-def load_source(spec: dict) -> tuple[list[str], list[tuple[str, int]]]:
+def load_image_folder(spec: dict) -> tuple[list[str], list[tuple[str, int]]]:
     spec = dict(spec)
     fmt = spec.pop("format", "folder")
     if fmt == "folder":
@@ -173,7 +173,7 @@ class ClassificationDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), torch.from_numpy(y), self.items[i][1]
 
 
-def collate(batch):
+def collate_labels(batch):
     """Images -> float (B, 3, S, S) in [0, 1]; soft labels (B, K); class indices (B,)."""
     imgs, ys, ks = zip(*batch)
     return torch.stack(imgs).float().div_(255), torch.stack(ys), torch.tensor(ks)
@@ -203,7 +203,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.issues = Issues()
 
     def _build(self, spec: dict, split: str, transform=None, train: bool = False) -> ClassificationDataset:
-        names, items = load_source(spec)
+        names, items = load_image_folder(spec)
         if len(names) != self.num_classes:
             raise DatasetError(f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
                                f"{len(names)} classes ({names[:10]}); set data.num_classes to match")
@@ -227,7 +227,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate, worker_init_fn=_seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
+                          collate_fn=collate_labels, worker_init_fn=seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

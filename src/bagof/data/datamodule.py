@@ -15,6 +15,7 @@ from .mixing import CutMix, MixUp
 from .mosaic import Mosaic
 from .multiscale import MultiScaleBatchSampler
 from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
+from .loading import read_rgb, seed_worker
 from .synthetic import ensure_synthetic
 from .transforms import build_train_transform
 
@@ -34,30 +35,6 @@ def load_source(spec: dict) -> tuple[dict, Issues]:
         ann, images = ensure_synthetic(spec["root"], spec["split"], spec["num_images"], spec["seed"])
         return load_coco(ann, images)
     raise DatasetError(f"data format {fmt!r} is not supported: use coco, voc, yolo or synthetic")
-
-
-def truncated(data: bytes) -> bool:
-    """Whether an encoded JPEG or PNG stops before its end marker. OpenCV decodes such a file without an
-    error (libjpeg fills the missing rows with grey and prints a warning without the file's name), so
-    a cut-off download would train as a half-grey image; the markers are checked as YOLOv5 does."""
-    if data[:2] == b"\xff\xd8":  # JPEG: its EOI marker (FF D9) near the end (some writers append a trailer);
-        return b"\xff\xd9" not in data[-1024:]  # entropy-coded data cannot hold FF D9 (FF is stuffed as FF 00)
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return b"IEND" not in data[-16:]
-    return False
-
-
-def read_rgb(path: str) -> np.ndarray | None:
-    """Decodes any image as 3-channel RGB (grayscale is replicated, alpha dropped); None if it is missing,
-    truncated or cannot be decoded."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0 or truncated(data.tobytes()):
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 class DetectionDataset(Dataset):
@@ -169,14 +146,6 @@ class DetectionDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), torch.from_numpy(target), meta
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Each loader worker draws its own mosaic/mix and augmentation randomness (seeded by torch per worker)."""
-    info = torch.utils.data.get_worker_info()
-    info.dataset.rng = np.random.default_rng(info.seed)
-    if hasattr(info.dataset.transform, "set_random_seed"):
-        info.dataset.transform.set_random_seed(info.seed % 2**32)
-
-
 def collate(batch):
     """Images -> float (B, 3, S, S) in [0, 1]; targets -> (M, 6) [image, class, x1, y1, x2, y2]."""
     imgs, targets, metas = zip(*batch)
@@ -210,6 +179,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.multiscale = dict(multiscale) if multiscale else None  # random shapes / DM (see multiscale.py)
         self.train_set = self.val_set = None
         self.issues = Issues()
+        self._reported = False
 
     def _build(self, spec: dict, transform, split: str, mix=None, pairs=()) -> DetectionDataset:
         if spec.get("format") == "yolo" and not spec.get("classes"):
@@ -248,8 +218,10 @@ class DetectionDataModule(L.LightningDataModule):
             names = [c["name"] for c in self.train_set.coco["categories"]]
             if names != [c["name"] for c in self.val_set.coco["categories"]]:
                 raise DatasetError(f"{self.name!r}: train and val categories differ; they must be the same list")
-        for kind, n in sorted(self.issues.items()):
-            log.warning("%s: %d x %s (see the data loader's documented bad-input policy)", self.name, n, kind)
+        if not self._reported:  # Lightning calls setup again after fit's own call: say it once
+            self._reported = True
+            for kind, n in sorted(self.issues.items()):
+                log.warning("%s: %d x %s (see the data loader's documented bad-input policy)", self.name, n, kind)
 
     @property
     def categories(self) -> list[dict]:
@@ -257,7 +229,7 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate, worker_init_fn=_seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
+                          collate_fn=collate, worker_init_fn=seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
@@ -269,7 +241,7 @@ class DetectionDataModule(L.LightningDataModule):
         sampler = MultiScaleBatchSampler(len(self.train_set), self.batch_size, self.img_size,
                                          seed=torch.initial_seed() % 2**32, **self.multiscale)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate,
-                          worker_init_fn=_seed_worker, persistent_workers=self.num_workers > 0)
+                          worker_init_fn=seed_worker, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)

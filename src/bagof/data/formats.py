@@ -190,7 +190,7 @@ def load_yolo(image_dir: str | Path, classes: list[str]) -> tuple[dict, Issues]:
     issues = Issues()
     images, anns = [], []
     for img_id, path in enumerate(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), 1):
-        from .datamodule import read_rgb
+        from .loading import read_rgb
 
         im = read_rgb(str(path))
         if im is None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def smooth_labels(t: torch.Tensor, eps: float) -> torch.Tensor:
+def softmax_smooth_labels(t: torch.Tensor, eps: float) -> torch.Tensor:
     k = t.shape[-1]
     return t * (1 - eps) + (1 - t) * eps / (k - 1) if eps else t
 
@@ -24,5 +24,5 @@ class SoftmaxCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of -sum_k t_k log softmax(logits)_k; ``targets`` (B, K) sum to one."""
-        t = smooth_labels(targets.to(logits.dtype), self.label_smoothing)
+        t = softmax_smooth_labels(targets.to(logits.dtype), self.label_smoothing)
         return -(t * F.log_softmax(logits, dim=1)).sum(1).mean()

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.detector import decode_boxes
-from ..ops.boxes import bbox_iou, box_iou, cxcywh_to_xyxy, wh_iou
+from ..ops.boxes import bbox_iou, box_iou, cxcywh_to_xyxy, decode_boxes, wh_iou
 
 BOX_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 

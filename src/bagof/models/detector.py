@@ -6,14 +6,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..ops.boxes import decode_boxes
 from .backbones import BACKBONES
-from .transfer import load_backbone
 from .heads import YoloHead
 from .layers import make_divisible
-from .layers.attention import SAM
-from .layers.dropblock import DropBlock2d
-from .layers.rfb import RFB
-from .necks import ASFF, build_neck
+from .necks import build_neck
+from .specials import build_specials
+from .transfer import load_backbone
 
 STRIDES = (8, 16, 32)
 
@@ -24,10 +23,9 @@ class YoloDetector(nn.Module):
     Anchors are given for an input of ``anchors_size`` pixels (416 for YOLOv3's, 512 for the paper's
     optimized set) and rescaled to ``img_size``, so a reduced-resolution run keeps their relative size.
     ``scale_x_y``: grid-sensitivity factor per stride (1.0 = YOLOv3; REFERENCE.md "S").
-    Bag of Specials, between the neck and the heads, in this order (our placement: no reference cfg
-    of these variants ships with the paper): ``fusion='asff'`` fuses the three levels; ``rfb`` adds an
-    RFB per level; ``sam`` (``point`` or ``cbam``) a spatial attention per level; ``dropblock``
-    (``{drop_prob, block_size}``) a DropBlock per level. ``neck``: ``fpn``, ``pan`` or ``bifpn``.
+    ``specials``: the Bag-of-Specials modules between the neck and the heads, ``{name: options}``, built
+    by the registry in ``models/specials.py`` (asff, rfb, sam, dropblock, ...; applied in their placement
+    order). ``neck``: ``fpn``, ``pan`` or ``bifpn``.
     ``gaussian``: Gaussian YOLO head (4 uncertainties per box; the score is multiplied by 1 - their mean).
     ``csp``: False builds the backbone without Cross-Stage-Partial connections; ``miwrc`` makes the
     backbone's residual sums learned fast-normalised weighted sums.
@@ -37,9 +35,8 @@ class YoloDetector(nn.Module):
                  depth: float = 1.0, backbone_act: str = "mish", neck_act: str = "leaky", neck: str = "pan",
                  spp: bool = True, neck_channels: Sequence[int] = (128, 256, 512),
                  scale_x_y: Sequence[float] = (1.0, 1.0, 1.0), img_size: int | None = None,
-                 anchors_size: int | None = None, dropblock: dict | None = None, fusion: str | None = None,
-                 rfb: bool = False, sam: str | None = None, gaussian: bool = False, csp: bool = True,
-                 miwrc: bool = False, backbone_weights: str | None = None):
+                 anchors_size: int | None = None, specials: dict | None = None, gaussian: bool = False,
+                 csp: bool = True, miwrc: bool = False, backbone_weights: str | None = None):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone={backbone!r}: choose one of {sorted(BACKBONES)}")
@@ -59,18 +56,7 @@ class YoloDetector(nn.Module):
         chans = [c if width == 1.0 else make_divisible(c * width) for c in neck_channels]
         self.neck = build_neck(self.backbone.out_channels, chans, kind=neck, spp=spp, act=neck_act)
         c_out = self.neck.out_channels
-        if fusion not in (None, "asff"):
-            raise ValueError(f"model.fusion={fusion!r}: choose null or asff")
-        per_level = []
-        if fusion == "asff":
-            per_level.append(ASFF(c_out, neck_act))
-        if rfb:
-            per_level.append(_PerLevel(RFB(c, c, neck_act) for c in c_out))
-        if sam:
-            per_level.append(_PerLevel(SAM(c, sam) for c in c_out))
-        if dropblock:
-            per_level.append(_PerLevel(DropBlock2d(**dropblock) for _ in c_out))
-        self.specials = nn.Sequential(*per_level)
+        self.specials = build_specials(specials, c_out, neck_act)
         self.gaussian = gaussian
         self.head = YoloHead(c_out, num_classes, anchors.shape[0] // len(STRIDES), neck_act, gaussian=gaussian)
         self.register_buffer("anchors", anchors.view(len(STRIDES), -1, 2), persistent=False)
@@ -94,25 +80,4 @@ class YoloDetector(nn.Module):
         return torch.cat(decoded, 1)
 
 
-class _PerLevel(nn.ModuleList):
-    """One module per pyramid level, applied level by level."""
-
-    def forward(self, feats):
-        return [m(f) for m, f in zip(self, feats)]
-
-
-def make_grid(h: int, w: int, device=None) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-    return torch.stack((xs, ys), -1).float()  # (h, w, 2) as (x, y)
-
-
-def decode_boxes(t: torch.Tensor, anchors: torch.Tensor, stride: int, scale_x_y: torch.Tensor | float):
-    """t (B, A, H, W, 4) raw -> centre and size in pixels.
-
-    ``b_xy = (grid + s * sigmoid(t_xy) - (s - 1) / 2) * stride``; ``b_wh = anchor * exp(t_wh)``.
-    """
-    h, w = t.shape[2:4]
-    grid = make_grid(h, w, t.device)
-    xy = (grid + scale_x_y * t[..., :2].sigmoid() - (scale_x_y - 1) / 2) * stride
-    wh = anchors.view(1, -1, 1, 1, 2) * t[..., 2:4].clamp(max=10).exp()  # clamp: exp overflow guard
-    return xy, wh
+__all__ = ["STRIDES", "YoloDetector", "decode_boxes"]

@@ -3,8 +3,9 @@
 ``model.backbone_weights`` names the source:
 - a file: a Lightning checkpoint (``.ckpt``) of a classification run, or a plain ``state_dict`` saved with
   ``torch.save`` (keys ``backbone.*`` or ``model.backbone.*``, or the backbone's own keys);
-- an MLflow run: ``runs:/<run id>`` or the bare 32-hex run id; the run's logged checkpoint is fetched
-  from the tracking store (``mlflow.set_tracking_uri`` is set by ``bagof.train.fit``).
+- an MLflow run: ``runs:/<run id>`` or the bare 32-hex run id; ``bagof.train.fit`` fetches the run's
+  logged checkpoint into a local file (``bagof.checkpoints.fetch_run_checkpoint``) before the model is
+  built, so this module never talks to MLflow.
 
 Every backbone tensor must come from the source with the same shape (strict loading): a classifier of
 another backbone, width or depth is refused with the keys and shapes that differ, never half-loaded.
@@ -28,39 +29,22 @@ class TransferError(BagofError):
     pass
 
 
+def run_id_of(source: str) -> str | None:
+    """The MLflow run id in ``runs:/<id>`` or a bare 32-hex id; None for a file path."""
+    if source.startswith("runs:/"):
+        return source.removeprefix("runs:/").split("/")[0]
+    return source if re.fullmatch(r"[0-9a-f]{32}", source) else None
+
+
 def _checkpoint_file(source: str) -> Path:
-    run_id = source.removeprefix("runs:/").split("/")[0] if source.startswith("runs:/") else \
-        (source if re.fullmatch(r"[0-9a-f]{32}", source) else None)
-    if run_id is None:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise TransferError(f"model.backbone_weights={source!r}: no such file, and not an MLflow run "
-                                "(runs:/<run id> or a 32-hex run id)")
-        return path
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    try:
-        client.get_run(run_id)
-    except Exception as e:
-        raise TransferError(f"model.backbone_weights={source!r}: run {run_id} is not in the MLflow store "
-                            f"{mlflow.get_tracking_uri()} ({type(e).__name__})") from None
-
-    def find(path=None):
-        for f in client.list_artifacts(run_id, path):
-            if f.is_dir:
-                hit = find(f.path)
-                if hit:
-                    return hit
-            elif f.path.endswith(".ckpt"):
-                return f.path
-        return None
-
-    art = find()
-    if art is None:
-        raise TransferError(f"model.backbone_weights={source!r}: run {run_id} logged no checkpoint (.ckpt); "
-                            "train the classifier with logger.log_model=true (the default)")
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=art))
+    if run_id_of(source) is not None:  # models never talk to MLflow: bagof.train.fit fetches the file first
+        raise TransferError(f"model.backbone_weights={source!r} names an MLflow run: fetch its checkpoint first "
+                            "(bagof.checkpoints.fetch_run_checkpoint), as bagof.train.fit does")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise TransferError(f"model.backbone_weights={source!r}: no such file, and not an MLflow run "
+                            "(runs:/<run id> or a 32-hex run id)")
+    return path
 
 
 def backbone_state(source: str) -> dict[str, torch.Tensor]:

@@ -71,3 +71,20 @@ def bbox_iou(pred: torch.Tensor, target: torch.Tensor, kind: str = "iou") -> tor
             alpha = v / ((1 - iou) + v + EPS)
         return iou - (rho2 / c2 + alpha * v)
     raise ValueError(f"unknown IoU kind {kind!r}: choose iou, giou, diou or ciou")
+
+
+def make_grid(h: int, w: int, device=None) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    return torch.stack((xs, ys), -1).float()  # (h, w, 2) as (x, y)
+
+
+def decode_boxes(t: torch.Tensor, anchors: torch.Tensor, stride: int, scale_x_y: torch.Tensor | float):
+    """t (B, A, H, W, 4) raw YOLO outputs -> centre and size in pixels.
+
+    ``b_xy = (grid + s * sigmoid(t_xy) - (s - 1) / 2) * stride``; ``b_wh = anchor * exp(t_wh)``.
+    """
+    h, w = t.shape[2:4]
+    grid = make_grid(h, w, t.device)
+    xy = (grid + scale_x_y * t[..., :2].sigmoid() - (scale_x_y - 1) / 2) * stride
+    wh = anchors.view(1, -1, 1, 1, 2) * t[..., 2:4].clamp(max=10).exp()  # clamp: exp overflow guard
+    return xy, wh

@@ -56,7 +56,7 @@ class SearchResult:
     interrupted: Interrupted | None = None
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
+def compose_search(overrides: list[str]) -> DictConfig:
     cfg = compose_any(overrides)
     if "search" not in cfg:
         raise SearchError("no search settings: add +search=ga (conf/search/ga.yaml) to the command")
@@ -143,7 +143,7 @@ def fitness(metrics: dict[str, float], weights: dict[str, float]) -> float:
 
 
 def run_search(overrides: list[str], command: str | None = None) -> SearchResult:
-    cfg = compose_config(overrides)
+    cfg = compose_search(overrides)
     s = cfg.search
     space = SearchSpace(OmegaConf.to_container(s.space, resolve=True))
     weights = dict(s.fitness)

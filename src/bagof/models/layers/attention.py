@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .conv import ConvBNAct
+from ..specials import PerLevel, register_special
 
 
 class SAM(nn.Module):
@@ -28,3 +29,9 @@ class SAM(nn.Module):
         if self.kind == "point":
             return x * self.gate(x)
         return x * self.gate(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1))
+
+
+@register_special("sam", rank=30)
+def sam(channels, act, kind: str = "point"):
+    """Table 5 "SAM": a spatial attention on each neck output (``point``: YOLOv4's; ``cbam``: the original)."""
+    return PerLevel(SAM(c, kind) for c in channels)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..specials import PerLevel, register_special
 
 
 class DropBlock2d(nn.Module):
@@ -35,3 +36,9 @@ class DropBlock2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}"
+
+
+@register_special("dropblock", rank=40)
+def dropblock(channels, act, drop_prob: float = 0.1, block_size: int = 7):
+    """DropBlock on each neck output (its probability ramped by callbacks.DropBlockSchedule)."""
+    return PerLevel(DropBlock2d(drop_prob, block_size) for _ in channels)

@@ -11,6 +11,7 @@ from torch import nn
 
 from .activations import create_act
 from .conv import ConvBNAct
+from ..specials import PerLevel, register_special
 
 
 class RFB(nn.Module):
@@ -30,3 +31,9 @@ class RFB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.fuse(torch.cat([b(x) for b in self.branches], 1))
         return self.act(y + self.shortcut(x))
+
+
+@register_special("rfb", rank=20)
+def rfb(channels, act):
+    """Table 5 "RFB": an RFB on each neck output."""
+    return PerLevel(RFB(c, c, act) for c in channels)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct
+from ..specials import register_special
 
 
 def _resize(c_from: int, c_to: int, steps: int, act: str) -> nn.Module:
@@ -50,3 +51,9 @@ class ASFF(nn.Module):
 
     def forward(self, feats):
         return [level(feats) for level in self.levels]
+
+
+@register_special("asff", rank=10)
+def asff(channels, act):
+    """Table 5 "ASFF": the three neck outputs fused per pixel."""
+    return ASFF(channels, act)
