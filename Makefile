@@ -18,7 +18,7 @@ TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow bench ui clean tables report anchors ga $(TABLES)
+.PHONY: help install run test test-slow lint format bench ui clean tables report anchors ga convergence $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,16 +46,27 @@ run: install  ## train + evaluate the default (YOLOv4, synthetic data, cpu scale
 test: install  ## the test suite (not the slow tests), as CI runs it
 	$(PYTHON) -m pytest -q $(ARGS)
 
+lint: install  ## ruff: lint and formatting check (configured in pyproject.toml), as CI runs it
+	$(BIN)/ruff check src tests run.py
+	$(BIN)/ruff format --check src tests run.py
+
+format: install  ## ruff: fix what it can and format the code
+	$(BIN)/ruff check --fix src tests run.py
+	$(BIN)/ruff format src tests run.py
+
 test-slow: install  ## only the slow tests (real cpu-scale training runs)
 	$(PYTHON) -m pytest -q -m slow $(ARGS)
 
 bench: install  ## benchmarks: training images/s and memory, paper-scale latency, eval time -> reports/bench/
 	$(PYTHON) -m bagof.bench $(ARGS)
 
-$(TABLES): install  # train the table's rows, write reports/tableN.{md,csv,png}
+$(TABLES) convergence: install  # train the table's rows, write reports/tableN.{md,csv,png}
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
 	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
+
+convergence-plot: install  ## AP vs schedule length from `make convergence` -> reports/convergence-curve.png
+	$(PYTHON) -m bagof.sweeps.convergence
 
 tables: install  ## every table in turn (a failing table does not stop the others); leave DATA unset: each sweep names its data
 	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc

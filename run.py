@@ -1,4 +1,5 @@
 """Hydra entry point: `python run.py [overrides]`, `python run.py +bof=mosaic,ciou -m`."""
+
 import sys
 
 import hydra

@@ -1,4 +1,5 @@
 """Shared fixtures: the shared datasets' location and a composed config with an isolated store."""
+
 from __future__ import annotations
 
 import os
@@ -37,3 +38,13 @@ def compose(tmp_path, monkeypatch):
             return hydra_compose("config", overrides=list(overrides))
 
     return _compose
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A sweep's world under tmp_path: repo root (reports/, outputs/), MLflow store, working directory."""
+    monkeypatch.setenv("BAGOF_ROOT", str(tmp_path))
+    monkeypatch.setenv("BAGOF_DATASETS", str(DATASETS))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

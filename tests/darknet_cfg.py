@@ -5,6 +5,7 @@ ground truth our PyTorch modules are checked against (layer by layer, parameter 
 Counts follow Table 1's convention: conv weights + (BN scale and shift | conv bias); BN running
 statistics excluded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,7 +53,18 @@ def count_parameters(path: str | Path, trace: bool = False) -> tuple[int, list[t
             c = sum(out[j] for j in idx)
             groups = int(s.get("groups", 1))
             c //= groups
-        elif t in ("shortcut", "maxpool", "upsample", "avgpool", "softmax", "yolo", "dropout", "cost", "sam", "scale_channels"):
+        elif t in (
+            "shortcut",
+            "maxpool",
+            "upsample",
+            "avgpool",
+            "softmax",
+            "yolo",
+            "dropout",
+            "cost",
+            "sam",
+            "scale_channels",
+        ):
             c = prev
             if t == "avgpool":
                 c = prev

@@ -1,4 +1,5 @@
 """Classification task (Tables 2-3), classifier BoF, backbone transfer (Table 6), accumulation (Table 7)."""
+
 import textwrap
 
 import hydra
@@ -79,9 +80,12 @@ def test_image_folder_layout_and_its_errors(tmp_path):
     assert names[:3] == ["airplane", "automobile", "bird"] and len(items) == 2000
     with pytest.raises(DatasetError, match="does not exist"):
         list_folder(tmp_path, "train")
-    dm = ClassificationDataModule({"format": "folder", "root": str(DATASETS / "cifar10-subset"), "split": "train"},
-                                  {"format": "folder", "root": str(DATASETS / "cifar10-subset"), "split": "test"},
-                                  num_classes=7, img_size=32)
+    dm = ClassificationDataModule(
+        {"format": "folder", "root": str(DATASETS / "cifar10-subset"), "split": "train"},
+        {"format": "folder", "root": str(DATASETS / "cifar10-subset"), "split": "test"},
+        num_classes=7,
+        img_size=32,
+    )
     with pytest.raises(DatasetError, match="data.num_classes=7"):
         dm.setup("fit")
 
@@ -111,8 +115,9 @@ def test_classifier_smoke_run_logs_top1_top5(compose, tmp_path):
 
 # ---------------------------------------------------------------- backbone transfer (Table 6)
 def _detector(backbone="cspdarknet53", width=0.125, weights=None):
-    return YoloDetector(backbone, 3, [[10, 13]] * 9, width=width, depth=0.33, backbone_act="leaky",
-                        backbone_weights=weights)
+    return YoloDetector(
+        backbone, 3, [[10, 13]] * 9, width=width, depth=0.33, backbone_act="leaky", backbone_weights=weights
+    )
 
 
 def test_backbone_transfer_loads_every_tensor_and_refuses_a_mismatch(tmp_path):
@@ -186,12 +191,21 @@ def test_accumulating_4x2_gives_the_gradient_of_one_batch_of_8_with_frozen_bn(co
         torch.manual_seed(0)
         model = hydra.utils.instantiate(cfg.model, _convert_="all")
         loss = hydra.utils.instantiate(cfg.loss)
-        task = DetectionTask(model, loss, {"name": "sgd", "lr": 0.0, "momentum": 0.0}, {"policy": "steps"},
-                             dict(cfg.train.postprocess))
+        task = DetectionTask(
+            model, loss, {"name": "sgd", "lr": 0.0, "momentum": 0.0}, {"policy": "steps"}, dict(cfg.train.postprocess)
+        )
         probe = _GradProbe()
-        trainer = L.Trainer(max_steps=1, accumulate_grad_batches=acc, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                            limit_val_batches=0, callbacks=[probe])
+        trainer = L.Trainer(
+            max_steps=1,
+            accumulate_grad_batches=acc,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            callbacks=[probe],
+        )
         trainer.fit(task, train_dataloaders=DataLoader(samples, batch_size=mini, shuffle=False, collate_fn=collate))
         grads.append(probe.grads)
     one, accumulated = grads
@@ -207,15 +221,13 @@ def test_batch_and_minibatch_are_separate_settings(compose):
 
 
 # ---------------------------------------------------------------- Table 6: classifiers pretrained first, cached
-def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
+def test_table6_style_sweep_pretrains_once_and_shares_it(store):
     from bagof.sweeps.__main__ import main
 
-    monkeypatch.setenv("BAGOF_ROOT", str(tmp_path))
-    monkeypatch.setenv("BAGOF_DATASETS", str(DATASETS))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.chdir(tmp_path)
+    tmp_path = store
     path = tmp_path / "tablez.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         title: transfer
         task: detection
         report_scale: smoke
@@ -231,7 +243,8 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
             overrides: [model=cspresnext50_panet_spp, +bof=ciou]
             pretrain: {data: crops, overrides: [model.backbone=cspresnext50]}
             paper: {AP: 1.0, AP50: 2.0}
-        """))
+        """)
+    )
     args = ["run", str(path), "--scale", "smoke", "--seeds", "1", "--out", str(tmp_path / "reports")]
     assert main(args) == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -247,7 +260,8 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
     assert md.count("| done |") == 2
     # and the other way round: a classification table's identical row reuses that pretrained classifier
     cls = tmp_path / "tablec.yaml"
-    cls.write_text(textwrap.dedent("""\
+    cls.write_text(
+        textwrap.dedent("""\
         title: classifiers
         task: classification
         report_scale: smoke
@@ -258,9 +272,12 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(tmp_path, monkeypatch):
         rows:
           - label: base
             paper: {top1: 1.0, top5: 2.0}
-        """))
+        """)
+    )
     assert main(["run", str(cls), "--scale", "smoke", "--seeds", "1", "--out", str(tmp_path / "reports")]) == 0
-    parent = client.search_runs([client.get_experiment_by_name("tablec").experiment_id], "tags.`bagof.kind` = 'table'")[0]
+    parent = client.search_runs([client.get_experiment_by_name("tablec").experiment_id], "tags.`bagof.kind` = 'table'")[
+        0
+    ]
     assert parent.data.metrics["trained_runs"] == 0
     assert "| base | 1.0 | 2.0 |" in (tmp_path / "reports" / "tablec.md").read_text()
 
@@ -278,10 +295,14 @@ def test_top1_top5_counting_hand_made():
 
     task = ClassificationTask(Fixed(), SoftmaxCrossEntropy(), {"name": "sgd", "lr": 0.1}, {"policy": "steps"})
     task.log = lambda *a, **k: None
-    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4],    # true 0: top-1 hit
-                           [9.0, 8, 7, 6, 5, 4],    # true 4: 5th best, a top-5 hit only
-                           [9.0, 8, 7, 6, 5, 4],    # true 5: last, neither
-                           [0.0, 1, 0, 0, 0, 0]])   # true 1: top-1 hit
+    logits = torch.tensor(
+        [
+            [9.0, 8, 7, 6, 5, 4],  # true 0: top-1 hit
+            [9.0, 8, 7, 6, 5, 4],  # true 4: 5th best, a top-5 hit only
+            [9.0, 8, 7, 6, 5, 4],  # true 5: last, neither
+            [0.0, 1, 0, 0, 0, 0],
+        ]
+    )  # true 1: top-1 hit
     task.on_validation_epoch_start()
     task.validation_step((logits, None, torch.tensor([0, 4, 5, 1])), 0)
     n, c1, c5 = task._counts.sum(0).tolist()

@@ -29,7 +29,12 @@ def test_bccd_voc_parsing_and_its_bad_boxes():
         x, y, w, h = a["bbox"]
         assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480
     first = next(a for a in coco["annotations"] if a["image_id"] == 1)
-    assert first["category_id"] == 2 and first["bbox"] == [259.0, 176.0, 232.0, 200.0]  # WBC 260,177..491,376, 1-based inclusive
+    assert first["category_id"] == 2 and first["bbox"] == [
+        259.0,
+        176.0,
+        232.0,
+        200.0,
+    ]  # WBC 260,177..491,376, 1-based inclusive
 
 
 def test_voc_unknown_class_skipped_with_count():
@@ -55,10 +60,12 @@ def test_malformed_xml_names_the_file(tmp_path):
 
 
 def test_voc_missing_image_outside_box_and_empty_image(tmp_path):
-    xml = ("<annotation><filename>a.jpg</filename><size><width>30</width><height>20</height></size>"
-           "<object><name>x</name><bndbox><xmin>20</xmin><ymin>5</ymin><xmax>40</xmax><ymax>15</ymax></bndbox></object>"
-           "<object><name>x</name><bndbox><xmin>35</xmin><ymin>5</ymin><xmax>40</xmax><ymax>15</ymax></bndbox></object>"
-           "</annotation>")
+    xml = (
+        "<annotation><filename>a.jpg</filename><size><width>30</width><height>20</height></size>"
+        "<object><name>x</name><bndbox><xmin>20</xmin><ymin>5</ymin><xmax>40</xmax><ymax>15</ymax></bndbox></object>"
+        "<object><name>x</name><bndbox><xmin>35</xmin><ymin>5</ymin><xmax>40</xmax><ymax>15</ymax></bndbox></object>"
+        "</annotation>"
+    )
     coco, issues = load_voc(_mini_voc(tmp_path, xml), "train", ["x"])
     assert coco["annotations"][0]["bbox"] == [19.0, 4.0, 11.0, 11.0]  # clipped at the right edge
     assert issues["clipped_box"] == 1 and issues["degenerate_box"] == 1  # the second lies outside
@@ -103,8 +110,9 @@ def _coco_with(tmp_path, images):
         anns.append({"id": i, "image_id": i, "category_id": 7, "bbox": [4, 4, 10, 10], "iscrowd": 0})
     anns.append({"id": 99, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]})  # unknown category
     anns.append({"id": 98, "image_id": 1, "category_id": 7, "bbox": [1, 1, 0, 5]})  # zero width
-    (tmp_path / "ann.json").write_text(json.dumps({"images": entries, "annotations": anns,
-                                                   "categories": [{"id": 7, "name": "thing"}]}))
+    (tmp_path / "ann.json").write_text(
+        json.dumps({"images": entries, "annotations": anns, "categories": [{"id": 7, "name": "thing"}]})
+    )
     return load_coco(tmp_path / "ann.json", tmp_path / "img")
 
 
@@ -113,8 +121,9 @@ def test_grayscale_rgba_corrupt_and_missing_images(tmp_path):
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[..., 2] = 255  # red in BGRA
     rgba[..., 3] = 10
-    coco, issues = _coco_with(tmp_path, [("g.png", gray), ("r.png", rgba), ("bad.jpg", b"not an image"),
-                                         ("missing.jpg", None)])
+    coco, issues = _coco_with(
+        tmp_path, [("g.png", gray), ("r.png", rgba), ("bad.jpg", b"not an image"), ("missing.jpg", None)]
+    )
     assert issues["missing_image"] == 1 and issues["unknown_class"] == 1 and issues["degenerate_box"] == 1
     assert read_rgb(str(tmp_path / "img/g.png")).shape == (32, 32, 3)
     assert read_rgb(str(tmp_path / "img/r.png"))[0, 0].tolist() == [255, 0, 0]  # alpha dropped, RGB order
@@ -185,7 +194,9 @@ def test_mosaic_centre_range_and_probability():
     rng = np.random.default_rng(1)
     img, _, _ = Mosaic(p=0.0)(ds, 0, rng)
     assert (img == ds.items[0][0]).all()  # p = 0: the sample itself
-    solid = [(np.full((100, 100, 3), k, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for k in range(4)]
+    solid = [
+        (np.full((100, 100, 3), k, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for k in range(4)
+    ]
     centres = []
     for _ in range(200):
         img, _, _ = Mosaic(p=1.0).combine(solid, rng)

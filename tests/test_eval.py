@@ -7,7 +7,10 @@ from bagof.eval import coco_evaluate, to_coco_results
 
 CATS = [{"id": 3, "name": "a"}, {"id": 17, "name": "b"}]  # non-contiguous ids, as in COCO
 GT = {
-    "images": [{"id": 11, "width": 100, "height": 100, "file_name": "x"}, {"id": 42, "width": 100, "height": 100, "file_name": "y"}],
+    "images": [
+        {"id": 11, "width": 100, "height": 100, "file_name": "x"},
+        {"id": 42, "width": 100, "height": 100, "file_name": "y"},
+    ],
     "annotations": [
         {"id": 1, "image_id": 11, "category_id": 3, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0},
         {"id": 2, "image_id": 42, "category_id": 17, "bbox": [50, 20, 30, 60], "area": 1800, "iscrowd": 0},

@@ -1,4 +1,5 @@
 """Faithfulness fixes found by an audit (issue 12, item 4): each case fails on code 0.2.0."""
+
 import math
 
 import numpy as np
@@ -42,6 +43,7 @@ def test_metrics_without_truth_are_undefined_not_zero():
 
 def test_centre_gradient_skips_the_sigmoid_derivative_as_darknet():
     """Darknet passes delta = scale * (t - x) of the activated centre to the raw output unchanged."""
+
     def grads(mode):
         out = [torch.zeros(1, 1, n, n, 6) for n in (8, 4, 2)]
         out[0][0, 0, 1, 1, 0] = 1.0  # raw x of the positive (cell 1, 1 at stride 8)

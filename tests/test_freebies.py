@@ -1,5 +1,6 @@
 """Semantics of the training-time Bag-of-Freebies toggles: CmBN, DM / random shapes, MixUp, CutMix, blur,
 DropBlock, SAT, the GA placeholder; and all of them composed in one real run."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -33,14 +34,18 @@ def test_cmbn_statistics_are_those_of_the_concatenated_earlier_minibatches():
     for t, x in enumerate(xs):
         y = bn(x)
         seen = torch.cat(xs[: t + 1])  # mini-batches 1..t of this batch
-        expected = (x - seen.mean((0, 2, 3), keepdim=True)) / torch.sqrt(seen.var((0, 2, 3), unbiased=False, keepdim=True) + bn.eps)
+        expected = (x - seen.mean((0, 2, 3), keepdim=True)) / torch.sqrt(
+            seen.var((0, 2, 3), unbiased=False, keepdim=True) + bn.eps
+        )
         expected = expected * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
         assert torch.allclose(y, expected, atol=1e-5)
     bn.reset()  # a new batch: the first mini-batch is plain BN again
     assert torch.allclose(bn(xs[2]), _bn_by_hand(xs[2], bn.weight, bn.bias, bn.eps), atol=1e-5)
     bn.eval()  # eval: the running statistics
-    assert torch.allclose(bn(xs[0]), nn.functional.batch_norm(xs[0], bn.running_mean, bn.running_var, bn.weight,
-                                                              bn.bias, False, 0.0, bn.eps))
+    assert torch.allclose(
+        bn(xs[0]),
+        nn.functional.batch_norm(xs[0], bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps),
+    )
 
 
 def test_cmbn_gradient_flows_through_the_current_minibatch_only():
@@ -68,8 +73,9 @@ def test_convert_cmbn_shares_parameters_and_the_callback_resets_per_batch():
 
 # ---- DM / random shapes -------------------------------------------------------------------------------
 def test_dynamic_minibatch_keeps_pixels_per_step_constant():
-    s = MultiScaleBatchSampler(1000, batch_size=8, img_size=256, every=10, scale_range=(0.7, 1.4), dynamic_batch=True,
-                               seed=3)
+    s = MultiScaleBatchSampler(
+        1000, batch_size=8, img_size=256, every=10, scale_range=(0.7, 1.4), dynamic_batch=True, seed=3
+    )
     assert s.sizes == [192, 224, 256, 288, 320, 352]
     plan = s.plan(0)
     assert len(plan) == len(s) and len({size for b in plan for _, size in b}) > 2
@@ -129,14 +135,18 @@ def test_mixup_blends_pixels_and_keeps_both_box_sets():
 def test_cutmix_pastes_a_patch_and_cuts_boxes_to_it():
     rng = np.random.default_rng(0)
     for _ in range(50):
-        a = _sample(10, [0, 0, 64, 64], 0)                     # covers everything: never hidden enough to drop
-        b = (np.full((64, 64, 3), 250, np.uint8), np.array([[0, 0, 64, 64], [60, 60, 64, 64]], np.float32), np.array([1, 2]))
+        a = _sample(10, [0, 0, 64, 64], 0)  # covers everything: never hidden enough to drop
+        b = (
+            np.full((64, 64, 3), 250, np.uint8),
+            np.array([[0, 0, 64, 64], [60, 60, 64, 64]], np.float32),
+            np.array([1, 2]),
+        )
         img, boxes, labels = CutMix(p=1.0, min_visibility=0.0)(a, lambda: b, rng)
         ys, xs = np.nonzero(img[..., 0] == 250)
         if len(xs) == 0:
             continue
         patch = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-        assert (img[patch[1]:patch[3], patch[0]:patch[2]] == 250).all() and (img == 250).sum() == 3 * len(xs)
+        assert (img[patch[1] : patch[3], patch[0] : patch[2]] == 250).all() and (img == 250).sum() == 3 * len(xs)
         assert labels[0] == 0 and boxes[0].tolist() == [0, 0, 64, 64]
         assert boxes[1].tolist() == patch  # b's full-image box cut to the pasted patch
     # a box of the first image hidden by the patch is dropped under min_visibility
@@ -172,7 +182,7 @@ def test_dropblock_drops_whole_blocks_at_the_target_rate():
     assert torch.allclose(kept, kept[0].expand_as(kept)) and kept[0] > 1  # survivors rescaled to keep the mean
     # every dropped unit lies in a fully dropped 5x5 square
     d = dropped.float().view(-1, 1, 64, 64)
-    eroded = -nn.functional.max_pool2d(-d, 5, 1, 2)         # units whose 5x5 neighbourhood is all dropped
+    eroded = -nn.functional.max_pool2d(-d, 5, 1, 2)  # units whose 5x5 neighbourhood is all dropped
     covered = nn.functional.max_pool2d(eroded, 5, 1, 2) > 0  # ... and the squares around them
     assert covered[d.bool()].all()
     drop.eval()
@@ -192,8 +202,9 @@ def _task(compose):
     cfg = compose(["scale=smoke"])
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    return DetectionTask(model, hydra.utils.instantiate(cfg.loss), cfg.train.optimizer, cfg.train.scheduler,
-                         cfg.train.postprocess).train()
+    return DetectionTask(
+        model, hydra.utils.instantiate(cfg.loss), cfg.train.optimizer, cfg.train.scheduler, cfg.train.postprocess
+    ).train()
 
 
 def test_sat_changes_the_image_not_the_weights_and_hides_objects(compose):
@@ -216,9 +227,13 @@ def test_sat_changes_the_image_not_the_weights_and_hides_objects(compose):
     assert all(p.grad is None for p in task.parameters()) and task.training and task.model.training
     task.eval()
     with torch.no_grad():
+
         def obj(x):  # objectness logits per image, and the loss against an empty truth (what SAT lowers)
-            return (torch.cat([o[..., 4].flatten(1) for o in task.model(x)], 1),
-                    task.compute_loss(x, x.new_zeros((0, 6)))[0])
+            return (
+                torch.cat([o[..., 4].flatten(1) for o in task.model(x)], 1),
+                task.compute_loss(x, x.new_zeros((0, 6)))[0],
+            )
+
         (before, loss_before), (after, loss_after) = obj(imgs), obj(adv)
     assert before.amax(1).min() > 0  # it does detect the squares (objectness > 0.5)
     assert (after.amax(1) < before.amax(1)).all() and loss_after < loss_before  # the detections fade
@@ -262,9 +277,16 @@ def test_ga_applies_the_search_result_to_the_optimizer(compose):
 
 
 def test_all_training_freebies_compose_and_train(compose, tmp_path):
-    cfg = compose(["scale=smoke", "train.accumulate=2", "data.batch_size=2", "logger=none",
-                   "+bof=[cmbn,dynamic_minibatch,mixup,cutmix,blur,dropblock,sat,ga,mosaic,ciou]",
-                   "train.callbacks.sat.prob=1.0"])
+    cfg = compose(
+        [
+            "scale=smoke",
+            "train.accumulate=2",
+            "data.batch_size=2",
+            "logger=none",
+            "+bof=[cmbn,dynamic_minibatch,mixup,cutmix,blur,dropblock,sat,ga,mosaic,ciou]",
+            "train.callbacks.sat.prob=1.0",
+        ]
+    )
     ap = train(cfg)
     assert 0.0 <= ap <= 1.0
 
@@ -282,5 +304,5 @@ def test_ga_must_precede_the_toggles_whose_keys_it_tunes(compose, tmp_path, monk
 
     with pytest.raises(FeatureConflict, match="list ga first"):
         check_features(compose(["+bof=[iou_thresh,ga]"]))
-    check_features(compose(["+bof=[ga,iou_thresh]"]))   # the toggle comes last and wins
-    check_features(compose(["+bof=[mosaic,ga]"]))       # no shared key: any order
+    check_features(compose(["+bof=[ga,iou_thresh]"]))  # the toggle comes last and wins
+    check_features(compose(["+bof=[mosaic,ga]"]))  # no shared key: any order

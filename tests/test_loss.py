@@ -35,8 +35,10 @@ def test_mse_loss_hand_computed():
     assert total.item() == pytest.approx(box + 85 * LOG2)
 
 
-@pytest.mark.parametrize("kind,expected", [("iou", 1 - 56 / 72), ("giou", 1 - 56 / 72 + (72 - 72) / 72),
-                                           ("diou", 1 - 56 / 72 + 1 / (9**2 + 8**2))])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [("iou", 1 - 56 / 72), ("giou", 1 - 56 / 72 + (72 - 72) / 72), ("diou", 1 - 56 / 72 + 1 / (9**2 + 8**2))],
+)
 def test_iou_losses_hand_computed(kind, expected):
     # predicted box at the positive cell: centre (12, 12), the 8x8 anchor; truth 8x8 centred at (13, 12)
     loss = YoloLoss(kind, box_weight=0.07)

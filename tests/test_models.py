@@ -35,12 +35,15 @@ def test_cspdarknet53_classifier_equals_reference_cfg():
     assert n_params(Classifier("cspdarknet53", 1000)) == total
 
 
-@pytest.mark.parametrize("cfg,kwargs", [
-    ("yolov4.cfg", dict(backbone="cspdarknet53")),
-    ("csresnext50-panet-spp.cfg", dict(backbone="cspresnext50", backbone_act="leaky")),
-    ("yolov3.cfg", dict(backbone="darknet53", backbone_act="leaky", neck="fpn", spp=False)),
-    ("yolov3-spp.cfg", dict(backbone="darknet53", backbone_act="leaky", neck="fpn", spp=True)),
-])
+@pytest.mark.parametrize(
+    "cfg,kwargs",
+    [
+        ("yolov4.cfg", dict(backbone="cspdarknet53")),
+        ("csresnext50-panet-spp.cfg", dict(backbone="cspresnext50", backbone_act="leaky")),
+        ("yolov3.cfg", dict(backbone="darknet53", backbone_act="leaky", neck="fpn", spp=False)),
+        ("yolov3-spp.cfg", dict(backbone="darknet53", backbone_act="leaky", neck="fpn", spp=True)),
+    ],
+)
 def test_detectors_equal_reference_cfgs(cfg, kwargs):
     """Full-size detectors (80 classes) have exactly the parameters of the reference networks."""
     total, _ = count_parameters(need(DARKNET_CFG / cfg))
@@ -78,8 +81,14 @@ def test_anchors_rescaled_to_input_size():
 
 def test_summary_cli_without_dataset(tmp_path):
     env = {"BAGOF_ROOT": str(tmp_path), "BAGOF_DATASETS": str(tmp_path / "nowhere"), "PATH": ""}
-    out = subprocess.run([sys.executable, "-m", "bagof.summary", "scale=paper", "data=coco"], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "bagof.summary", "scale=paper", "data=coco"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "64,363,101" in out.stdout  # YOLOv4, 80 classes: the reference network's count
     assert "BFLOPs" in out.stdout and "512x512" in out.stdout

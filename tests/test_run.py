@@ -1,4 +1,5 @@
 """End to end through the real configs: compose, train at smoke scale, check MLflow; the CLI forms."""
+
 import os
 import subprocess
 import sys
@@ -24,8 +25,18 @@ def test_smoke_run_logs_metrics_params_and_artifacts(compose, tmp_path):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert {"val/AP", "val/AP50", "val/AP75", "val/APs", "val/APm", "val/APl", "train/loss_step", "train/loss_epoch",
-            "train/loss_box", "lr-SGD/pg1"} <= set(run.data.metrics)
+    assert {
+        "val/AP",
+        "val/AP50",
+        "val/AP75",
+        "val/APs",
+        "val/APm",
+        "val/APl",
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/loss_box",
+        "lr-SGD/pg1",
+    } <= set(run.data.metrics)
     assert run.data.metrics["val/AP"] == pytest.approx(ap)
     assert run.data.params["model.backbone"] == "cspdarknet53" and run.data.params["loss.box"] == "mse"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -43,10 +54,15 @@ def test_feature_toggles_compose(compose):
 
 
 def _cli(tmp_path, *args, timeout=600):
-    env = dict(os.environ, BAGOF_ROOT=str(tmp_path), BAGOF_DATASETS=str(DATASETS),
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    env = dict(
+        os.environ,
+        BAGOF_ROOT=str(tmp_path),
+        BAGOF_DATASETS=str(DATASETS),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+    )
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_multirun_one_run_per_feature(tmp_path):
@@ -98,8 +114,13 @@ def test_contradictory_toggles_are_refused(tmp_path):
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
     env_root = tmp_path / "nowhere"
-    out = subprocess.run([sys.executable, "run.py", "data=bccd", "scale=smoke", f"paths.datasets={env_root}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, BAGOF_ROOT=str(tmp_path)))
+    out = subprocess.run(
+        [sys.executable, "run.py", "data=bccd", "scale=smoke", f"paths.datasets={env_root}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, BAGOF_ROOT=str(tmp_path)),
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"VOC split file not found: {env_root}/BCCD/ImageSets/Main/test.txt" in out.stderr

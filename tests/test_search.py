@@ -1,5 +1,6 @@
 """The GA search: the evolve sampler's mutation (unit), tiny searches with each sampler, resuming a
 killed search, two drivers sharing one study, and the `python run.py -m hydra/sweeper=bagof_ga` form."""
+
 import os
 import signal
 import subprocess
@@ -22,7 +23,11 @@ FAST = ["+search=ga", "scale=smoke", "train.limit_train_batches=2", "train.limit
 
 
 def test_evolve_mutation_respects_bounds_and_gains():
-    dists = {"a": FloatDistribution(0.1, 1.0), "b": FloatDistribution(1.0, 10.0, log=True), "c": FloatDistribution(0.0, 5.0)}
+    dists = {
+        "a": FloatDistribution(0.1, 1.0),
+        "b": FloatDistribution(1.0, 10.0, log=True),
+        "c": FloatDistribution(0.0, 5.0),
+    }
     study = optuna.create_study(direction="maximize", sampler=EvolveSampler({"a": 1.0, "b": 0.0, "c": 3.0}, seed=0))
     parents = [{"a": 0.5, "b": 2.0, "c": 1.0}, {"a": 0.2, "b": 3.0, "c": 4.9}, {"a": 0.9, "b": 9.0, "c": 0.1}]
     for p, value in zip(parents, (0.3, 0.2, 0.1)):
@@ -48,10 +53,16 @@ def test_evolve_mutation_respects_bounds_and_gains():
 
 
 def test_search_space_from_config_and_its_errors():
-    space = SearchSpace({"train.optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
-                         "model.scale_x_y": {"low": 1.0, "high": 1.2, "broadcast": 3}})
+    space = SearchSpace(
+        {
+            "train.optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "model.scale_x_y": {"low": 1.0, "high": 1.2, "broadcast": 3},
+        }
+    )
     assert space.overrides({"train.optimizer.lr": 0.001, "model.scale_x_y": 1.1}) == [
-        "++train.optimizer.lr=0.001", "++model.scale_x_y=[1.1, 1.1, 1.1]"]
+        "++train.optimizer.lr=0.001",
+        "++model.scale_x_y=[1.1, 1.1, 1.1]",
+    ]
     from bagof.search.space import SearchSpaceError
 
     with pytest.raises(SearchSpaceError, match="low < high"):
@@ -76,8 +87,12 @@ def test_trials_score_on_the_hold_out_not_on_the_reported_split(compose, caplog)
 
 
 def _env(tmp_path):
-    return dict(os.environ, BAGOF_ROOT=str(tmp_path), BAGOF_DATASETS=str(DATASETS),
-                MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    return dict(
+        os.environ,
+        BAGOF_ROOT=str(tmp_path),
+        BAGOF_DATASETS=str(DATASETS),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db",
+    )
 
 
 def _study(tmp_path, name="ga-synthetic-smoke"):
@@ -107,13 +122,22 @@ def test_tiny_search_end_to_end(compose, tmp_path, sampler):
     assert all(any(k.startswith("ga.") for k in r.data.params) for r in trials)
     (parent,) = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'search'")
     assert parent.data.metrics["best_fitness"] == pytest.approx(res.best_value)
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"ga-synthetic-smoke.yaml", "ga-synthetic-smoke.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "ga-synthetic-smoke.yaml",
+        "ga-synthetic-smoke.png",
+    }
 
 
 def _launch(tmp_path, *args):
-    return subprocess.Popen([sys.executable, "run.py", "-m", "hydra/sweeper=bagof_ga", *FAST, *args], cwd=ROOT,
-                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "run.py", "-m", "hydra/sweeper=bagof_ga", *FAST, *args],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def test_killed_search_resumes_without_repeating_trials(compose, tmp_path):

@@ -1,4 +1,5 @@
 """Real cpu-scale training (minutes each): `make test-slow`. Not in the default run."""
+
 import pytest
 
 from bagof.train import fit

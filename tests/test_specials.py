@@ -1,5 +1,6 @@
 """Semantics of the Bag-of-Specials modules and toggles: SAM, RFB, ASFF, BiFPN / fusion weights, Gaussian
 YOLO, DIoU-NMS, CSP on/off, MiWRC, per-part activations; shapes and paper-scale parameter counts."""
+
 import itertools
 import math
 
@@ -26,15 +27,22 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-SPECIALS = [{}, dict(specials={"asff": {}, "rfb": {}}), dict(specials={"sam": {"kind": "point"}}, gaussian=True),
-            dict(specials={"dropblock": {"drop_prob": 0.1, "block_size": 3}, "sam": {"kind": "cbam"}, "asff": {},
-                           "rfb": {}}, gaussian=True)]
+SPECIALS = [
+    {},
+    dict(specials={"asff": {}, "rfb": {}}),
+    dict(specials={"sam": {"kind": "point"}}, gaussian=True),
+    dict(
+        specials={"dropblock": {"drop_prob": 0.1, "block_size": 3}, "sam": {"kind": "cbam"}, "asff": {}, "rfb": {}},
+        gaussian=True,
+    ),
+]
 
 
 @pytest.mark.parametrize("neck,specials", list(itertools.product(["fpn", "pan", "bifpn"], SPECIALS)))
 def test_every_neck_and_head_combination_has_the_right_shapes(neck, specials):
-    m = YoloDetector("cspresnext50", 4, YOLOV3_ANCHORS, width=0.125, depth=0.33, backbone_act="leaky", neck=neck,
-                     **specials).train()
+    m = YoloDetector(
+        "cspresnext50", 4, YOLOV3_ANCHORS, width=0.125, depth=0.33, backbone_act="leaky", neck=neck, **specials
+    ).train()
     no = 5 + 4 + (4 if specials.get("gaussian") else 0)
     for h, w in ((128, 128), (192, 192), (160, 224)):
         outs = m(torch.rand(2, 3, h, w))
@@ -50,12 +58,19 @@ def test_table5_variants_parameter_counts_at_paper_scale():
     base = YoloDetector(**base_kw)
     assert n_params(base) == count_parameters(need(DARKNET_CFG / "csresnext50-panet-spp.cfg"))[0]
     assert n_params(YoloDetector("cspdarknet53", 80, YOLOV3_ANCHORS)) == count_parameters(DARKNET_CFG / "yolov4.cfg")[0]
-    rows = {"CSPResNeXt50-PANet-SPP": {}, "-RFB": dict(specials={"rfb": {}}), "-SAM": dict(specials={"sam": {}}),
-            "-SAM-G": dict(specials={"sam": {}}, gaussian=True), "-ASFF-RFB": dict(specials={"asff": {}, "rfb": {}})}
+    rows = {
+        "CSPResNeXt50-PANet-SPP": {},
+        "-RFB": dict(specials={"rfb": {}}),
+        "-SAM": dict(specials={"sam": {}}),
+        "-SAM-G": dict(specials={"sam": {}}, gaussian=True),
+        "-ASFF-RFB": dict(specials={"asff": {}, "rfb": {}}),
+    }
     print("\nTable 5 variants at paper scale (80 classes):")
     for label, kw in rows.items():
         m = YoloDetector(**base_kw, **kw)
-        head_extra = 3 * 4 * sum(2 * c + 1 for c in (128, 256, 512)) if kw.get("gaussian") else 0  # 4 more outputs/anchor
+        head_extra = (
+            3 * 4 * sum(2 * c + 1 for c in (128, 256, 512)) if kw.get("gaussian") else 0
+        )  # 4 more outputs/anchor
         assert n_params(m) == n_params(base) + n_params(m.specials) + head_extra
         print(f"  {label:28s} {n_params(m):>12,d}")
 
@@ -97,7 +112,9 @@ def test_fusion_weights_stay_normalised():
     opt = torch.optim.SGD(neck.parameters(), lr=10.0)
     for _ in range(3):  # even after large updates the fusion weights are non-negative and sum to ~1
         opt.zero_grad()
-        sum(o.sum() for o in neck([torch.rand(1, 16, 16, 16), torch.rand(1, 32, 8, 8), torch.rand(1, 64, 4, 4)])).backward()
+        sum(
+            o.sum() for o in neck([torch.rand(1, 16, 16, 16), torch.rand(1, 32, 8, 8), torch.rand(1, 64, 4, 4)])
+        ).backward()
         opt.step()
     for f in neck.fusions():
         w = f.normalized()
@@ -146,7 +163,9 @@ def test_gaussian_yolo_box_loss_hand_computed():
     expected = 4 * 0.5 * math.log(math.pi / 2) * (2 - 100 / 64**2)
     assert parts["box"].item() == pytest.approx(expected, rel=1e-5)
     # the MSE loss of the same perfect prediction is 0; Gaussian's depends on sigma only
-    assert YoloLoss(box="mse")([o[..., :7] for o in outputs], targets, anchors, (8, 16, 32), torch.ones(3))[1]["box"] == 0
+    assert (
+        YoloLoss(box="mse")([o[..., :7] for o in outputs], targets, anchors, (8, 16, 32), torch.ones(3))[1]["box"] == 0
+    )
 
 
 def test_gaussian_score_is_uncertainty_aware():
@@ -167,8 +186,13 @@ def test_gaussian_model_and_loss_must_agree(compose):
 
     cfg = compose(["scale=smoke", "+model.gaussian=true"])
     with pytest.raises(ValueError, match="bos=gaussian"):
-        DetectionTask(hydra.utils.instantiate(cfg.model), hydra.utils.instantiate(cfg.loss), cfg.train.optimizer,
-                      cfg.train.scheduler, cfg.train.postprocess)
+        DetectionTask(
+            hydra.utils.instantiate(cfg.model),
+            hydra.utils.instantiate(cfg.loss),
+            cfg.train.optimizer,
+            cfg.train.scheduler,
+            cfg.train.postprocess,
+        )
 
 
 def test_csp_off_and_miwrc():
@@ -192,13 +216,24 @@ def test_activation_toggles_per_part(compose):
 
     cfg = compose(["scale=smoke", "+bos=[backbone_swish,neck_mish]"])
     m = hydra.utils.instantiate(cfg.model)
-    assert any(isinstance(x, nn.SiLU) for x in m.backbone.modules()) and not any(isinstance(x, nn.Mish) for x in m.backbone.modules())
-    assert any(isinstance(x, nn.Mish) for x in m.neck.modules()) and not any(isinstance(x, nn.SiLU) for x in m.neck.modules())
+    assert any(isinstance(x, nn.SiLU) for x in m.backbone.modules()) and not any(
+        isinstance(x, nn.Mish) for x in m.backbone.modules()
+    )
+    assert any(isinstance(x, nn.Mish) for x in m.neck.modules()) and not any(
+        isinstance(x, nn.SiLU) for x in m.neck.modules()
+    )
 
 
 def test_specials_compose_and_train(compose):
-    cfg = compose(["scale=smoke", "model=cspresnext50_panet_spp", "logger=none",
-                   "+bos=[sam,gaussian,asff,rfb,diou_nms,miwrc]", "+bof=[ciou,mosaic]"])
+    cfg = compose(
+        [
+            "scale=smoke",
+            "model=cspresnext50_panet_spp",
+            "logger=none",
+            "+bos=[sam,gaussian,asff,rfb,diou_nms,miwrc]",
+            "+bof=[ciou,mosaic]",
+        ]
+    )
     assert 0.0 <= train(cfg) <= 1.0
 
 
@@ -232,8 +267,9 @@ def test_a_new_special_is_a_module_and_a_yaml(tmp_path, monkeypatch):
     monkeypatch.setitem(specials.SPECIALS, "double", specials.Special("double", 25, lambda channels, act: Double()))
     conf = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, conf)
-    (conf / "bos" / "double.yaml").write_text("# @package _global_\nmodel:\n  specials: {double: {}}\n"
-                                               "features:\n  double: double\n")
+    (conf / "bos" / "double.yaml").write_text(
+        "# @package _global_\nmodel:\n  specials: {double: {}}\nfeatures:\n  double: double\n"
+    )
     with initialize_config_dir(str(conf), version_base="1.3"):
         cfg = compose("config", overrides=["scale=smoke", "+bos=[double,rfb]"])
     m = hydra.utils.instantiate(cfg.model, _convert_="all")

@@ -1,4 +1,5 @@
 """The table engine: sweep files, result cache, failures, reports rebuilt from MLflow."""
+
 import math
 import os
 import subprocess
@@ -18,18 +19,12 @@ from .conftest import ROOT
 SWEEPS = ROOT / "sweeps"
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("BAGOF_ROOT", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _parents(tmp_path, name):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name(name)
-    runs = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'table'", order_by=["attributes.start_time ASC"])
+    runs = client.search_runs(
+        [exp.experiment_id], "tags.`bagof.kind` = 'table'", order_by=["attributes.start_time ASC"]
+    )
     return client, exp, runs
 
 
@@ -82,7 +77,8 @@ def test_config_hash_ignores_paths_and_logging_not_features(compose, tmp_path, m
 
 def _write_sweep(tmp_path, rows: str, name="tablex"):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         title: test sweep
         task: detection
         report_scale: smoke
@@ -90,7 +86,9 @@ def _write_sweep(tmp_path, rows: str, name="tablex"):
         metrics: [AP, AP50, AP75]
         baseline: base
         rows:
-        """) + textwrap.indent(textwrap.dedent(rows), "  "))
+        """)
+        + textwrap.indent(textwrap.dedent(rows), "  ")
+    )
     return path
 
 
@@ -104,12 +102,16 @@ BASE_AND_CIOU = """\
 
 
 def test_cache_rerun_trains_nothing_and_new_seed_only(store):
-    path = _write_sweep(store, BASE_AND_CIOU + """\
+    path = _write_sweep(
+        store,
+        BASE_AND_CIOU
+        + """\
 - label: future
   bof: [not_yet_a_toggle]
   not_implemented: "toggle bof/not_yet_a_toggle not implemented yet"
   paper: {AP: 40.0, AP50: 61.0, AP75: 43.0}
-""")
+""",
+    )
     args = ["run", str(path), "--scale", "smoke", "--out", str(store / "reports")]
     assert main(args + ["--seeds", "1"]) == 0
     assert main(args + ["--seeds", "1"]) == 0
@@ -123,6 +125,14 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     md = (store / "reports" / "tablex.md").read_text()
     assert "| future | 40.0 | 61.0 | 43.0 |" in md and "not implemented: toggle bof/not_yet_a_toggle" in md
     assert "| base | 38.0 | 60.0 | 40.8 |" in md and md.count("| done |") == 2 and "| 2 | done" in md
+    # the CSV carries the key metric as numbers beside the formatted columns (2 seeds: an interval)
+    import csv
+
+    rows = list(csv.DictReader((store / "reports" / "tablex.csv").open()))
+    for r in rows[:2]:
+        mean, lo, hi = float(r["AP_mean"]), float(r["AP_ci_low"]), float(r["AP_ci_high"])
+        assert lo <= mean <= hi and int(r["AP_n"]) == 2
+    assert rows[0]["AP_delta"] == "" and rows[1]["AP_delta"] != "" and rows[2]["AP_mean"] == ""
     artifacts = {a.path for a in client.list_artifacts(parents[2].info.run_id)}
     assert {"tablex.md", "tablex.csv", "tablex.png"} <= artifacts
     # FORCE retrains
@@ -137,13 +147,17 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
 
 
 def test_failing_row_is_recorded_and_others_run(store):
-    path = _write_sweep(store, """\
+    path = _write_sweep(
+        store,
+        """\
         - label: base
           paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
         - label: broken
           overrides: [data.num_classes=99]
           paper: {AP: 1.0, AP50: 1.0, AP75: 1.0}
-        """, name="tabley")
+        """,
+        name="tabley",
+    )
     rc = main(["run", str(path), "--scale", "smoke", "--seeds", "1", "--out", str(store / "reports")])
     assert rc == 1  # the command fails at the end because a row failed
     client, exp, parents = _parents(store, "tabley")
@@ -158,18 +172,39 @@ def test_failing_row_is_recorded_and_others_run(store):
 def test_make_table_smoke_end_to_end(store, table):
     """`make tableN SCALE=smoke` (the Makefile runs exactly this module): every paper row in the report.
     Table 5's rows carry Table 4's best freebies too; all 18 Table 4 rows take minutes: `make test-slow`."""
-    dry = subprocess.run(["make", "-n", table, "SCALE=smoke", "DATA=synthetic"], cwd=ROOT, capture_output=True, text=True)
+    dry = subprocess.run(
+        ["make", "-n", table, "SCALE=smoke", "DATA=synthetic"], cwd=ROOT, capture_output=True, text=True
+    )
     assert f"-m bagof.sweeps run sweeps/{table}.yaml --scale smoke --data synthetic --seeds 1" in dry.stdout
     # run from a clone of the repo as a user would (its root holds the committed reports/), then check that
     # the smoke table left every tracked file as it was
     repo = store / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     env = {"BAGOF_ROOT": str(repo), "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
-    out = subprocess.run([sys.executable, "-m", "bagof.sweeps", "run", f"sweeps/{table}.yaml", "--scale", "smoke",
-                          "--data", "synthetic"], cwd=repo, env={**os.environ, **env}, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bagof.sweeps",
+            "run",
+            f"sweeps/{table}.yaml",
+            "--scale",
+            "smoke",
+            "--data",
+            "synthetic",
+        ],
+        cwd=repo,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                          text=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout
+        == ""
+    )
     md = (repo / "outputs" / "reports" / "smoke-synthetic" / f"{table}.md").read_text()
     sweep = load_sweep(SWEEPS / f"{table}.yaml")
     for row in sweep.rows:
@@ -183,12 +218,31 @@ def test_make_table_smoke_end_to_end(store, table):
 
 def test_submitit_launcher_path(store):
     """LAUNCHER=slurm goes through submitit; its local mode runs the same path here (no cluster needed)."""
-    path = _write_sweep(store, """\
+    path = _write_sweep(
+        store,
+        """\
         - label: base
           paper: {AP: 38.0, AP50: 60.0, AP75: 40.8}
-        """, name="tablez")
-    assert main(["run", str(path), "--scale", "smoke", "--launcher", "submitit-local", "--slurm", "timeout_min=30",
-                 "--out", str(store / "reports")]) == 0
+        """,
+        name="tablez",
+    )
+    assert (
+        main(
+            [
+                "run",
+                str(path),
+                "--scale",
+                "smoke",
+                "--launcher",
+                "submitit-local",
+                "--slurm",
+                "timeout_min=30",
+                "--out",
+                str(store / "reports"),
+            ]
+        )
+        == 0
+    )
     client, exp, _ = _parents(store, "tablez")
     (run,) = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
     assert run.info.status == "FINISHED" and "val/AP" in run.data.metrics
@@ -207,13 +261,18 @@ def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
     inv = Invocation("cpu", "bccd", 3, auto=AutoSeeds(target=1.5, min_seeds=3, max_seeds=4))
     inv.row_seeds = {rows[3]: 4}  # already at the maximum
     b = {0: 20.0, 1: 22.0, 2: 21.0, 3: 20.5}
-    deltas = {rows[0]: [1.0, 1.1, 0.9],     # ±0.25: resolved
-              rows[1]: [5.0, -5.0, 0.0],    # ±12.4: widest
-              rows[2]: [2.0, 0.0, 1.0],     # ±2.5
-              rows[3]: [9.0, -9.0, 0.0, 4.0]}
+    deltas = {
+        rows[0]: [1.0, 1.1, 0.9],  # ±0.25: resolved
+        rows[1]: [5.0, -5.0, 0.0],  # ±12.4: widest
+        rows[2]: [2.0, 0.0, 1.0],  # ±2.5
+        rows[3]: [9.0, -9.0, 0.0, 4.0],
+    }
     results = [RowResult(sweep.baseline_row(), "done", {"AP": b})] + [
-        RowResult(next(r for r in sweep.rows if r.label == label), "done",
-                  {"AP": {s: b[s] + d for s, d in enumerate(ds)}}) for label, ds in deltas.items()]
+        RowResult(
+            next(r for r in sweep.rows if r.label == label), "done", {"AP": {s: b[s] + d for s, d in enumerate(ds)}}
+        )
+        for label, ds in deltas.items()
+    ]
     monkeypatch.setattr(report, "collect", lambda *a: results)
     assert runner._more_seeds(sweep, inv, Store(None, None, "0"), None)
     assert inv.row_seeds[rows[1]] == 4 and inv.row_seeds[rows[2]] == 4 and rows[0] not in inv.row_seeds
@@ -226,11 +285,26 @@ def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
     assert not runner._more_seeds(sweep, inv2, Store(None, None, "0"), deadline=0.0)
 
 
+@pytest.mark.slow  # ~100 s; the rule itself is tested above on hand-made results
 def test_auto_seeds_end_to_end_and_its_report(store):
     path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
     # a target no interval can meet: every row goes to the maximum, one round at a time
-    args = ["run", str(path), "--scale", "smoke", "--seeds", "auto", "--min-seeds", "2", "--max-seeds", "3",
-            "--ci", "-1", "--out", str(store / "reports")]
+    args = [
+        "run",
+        str(path),
+        "--scale",
+        "smoke",
+        "--seeds",
+        "auto",
+        "--min-seeds",
+        "2",
+        "--max-seeds",
+        "3",
+        "--ci",
+        "-1",
+        "--out",
+        str(store / "reports"),
+    ]
     assert main(args) == 0
     client, exp, parents = _parents(store, "tablea")
     assert parents[-1].data.metrics["trained_runs"] == 6
@@ -243,3 +317,29 @@ def test_auto_seeds_end_to_end_and_its_report(store):
     assert main(args[:-2] + ["--budget", "0.001m", "--force", "--out", str(store / "reports")]) == 0
     assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
     assert "time budget 0 min" in (store / "reports" / "tablea.md").read_text()
+
+
+@pytest.mark.slow
+def test_convergence_plot_from_a_schedule_length_sweep(store):
+    path = store / "convergence.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        title: convergence
+        task: detection
+        data: synthetic
+        report_scale: smoke
+        baseline: 1 epochs
+        rows:
+          - label: 1 epochs
+            overrides: [train.max_epochs=1]
+            paper: {}
+          - label: 2 epochs
+            overrides: [train.max_epochs=2]
+            paper: {}
+        """)
+    )
+    assert main(["run", str(path), "--scale", "smoke"]) == 0
+    from bagof.sweeps.convergence import main as plot_main
+
+    assert plot_main([str(path), str(store / "curve.png")]) == 0
+    assert (store / "curve.png").stat().st_size > 1000

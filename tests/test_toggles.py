@@ -1,5 +1,6 @@
 """Every toggle in conf/bof and conf/bos composes with every detector model and builds its network and
 loss, or is refused with a message naming the option (as lightning-hydra-template's test_configs)."""
+
 from pathlib import Path
 
 import hydra

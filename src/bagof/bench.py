@@ -4,6 +4,7 @@
 - inference latency of the paper-scale YOLOv4 at 416x416, batch 1 (median of repeated runs);
 - evaluation time of the validation split at ``cpu`` scale (decode + NMS + pycocotools).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,19 @@ def bench_train(overrides, steps: int = 20) -> dict:
         opt.step()
         n += len(imgs)
     secs = time.perf_counter() - t0
-    return {"config": f"scale=cpu {' '.join(overrides)}".strip(), "img_size": cfg.data.img_size,
-            "batch_size": cfg.data.batch_size, "steps": steps, "images_per_s": n / secs,
-            "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": rss0}, dm, model
+    return (
+        {
+            "config": f"scale=cpu {' '.join(overrides)}".strip(),
+            "img_size": cfg.data.img_size,
+            "batch_size": cfg.data.batch_size,
+            "steps": steps,
+            "images_per_s": n / secs,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss0,
+        },
+        dm,
+        model,
+    )
 
 
 def bench_latency(size: int = 416, repeats: int = 10) -> dict:
@@ -74,9 +85,14 @@ def bench_latency(size: int = 416, repeats: int = 10) -> dict:
             postprocess(model.decode(model(x)))
             if i >= 2:
                 times.append(time.perf_counter() - t0)
-    return {"model": "yolov4 (paper scale, 80 classes)", "input": f"{size}x{size}", "batch": 1,
-            "latency_ms_median": 1000 * statistics.median(times), "latency_ms_min": 1000 * min(times),
-            "repeats": repeats}
+    return {
+        "model": "yolov4 (paper scale, 80 classes)",
+        "input": f"{size}x{size}",
+        "batch": 1,
+        "latency_ms_median": 1000 * statistics.median(times),
+        "latency_ms_min": 1000 * min(times),
+        "repeats": repeats,
+    }
 
 
 def bench_eval(dm, model) -> dict:
@@ -92,8 +108,12 @@ def bench_eval(dm, model) -> dict:
     t_pred = time.perf_counter() - t0
     t1 = time.perf_counter()
     coco_evaluate(dm.val_set.coco, results)
-    return {"images": len(dm.val_set), "detections": len(results), "predict_nms_s": t_pred,
-            "pycocotools_s": time.perf_counter() - t1}
+    return {
+        "images": len(dm.val_set),
+        "detections": len(results),
+        "predict_nms_s": t_pred,
+        "pycocotools_s": time.perf_counter() - t1,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -103,8 +123,12 @@ def main(argv: list[str]) -> None:
     train, dm, model = bench_train(argv)
     report = {
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": threads,
-                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "hardware": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": threads,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "torch": torch.__version__,
         "train_cpu_scale": train,
         "eval_cpu_scale": bench_eval(dm, model),

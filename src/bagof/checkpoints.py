@@ -10,6 +10,7 @@ or ``last``: the newest checkpoint under ``outputs/checkpoints/`` of this same c
 continues the same MLflow run (epoch, optimizer, LR schedule and callbacks' states come from the
 checkpoint); a checkpoint of another config is refused with the keys that differ.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -38,8 +39,17 @@ def checkpoint_root(cfg: DictConfig) -> Path:
 
 def write_run_card(folder: Path, cfg: DictConfig, run_id: str | None, logger=None) -> Path:
     card = folder / CARD
-    card.write_text(yaml.safe_dump({"run_id": run_id, "config_hash": config_hash(cfg), "code_version": CODE_VERSION,
-                                    "identity": identity(cfg)}, sort_keys=False))
+    card.write_text(
+        yaml.safe_dump(
+            {
+                "run_id": run_id,
+                "config_hash": config_hash(cfg),
+                "code_version": CODE_VERSION,
+                "identity": identity(cfg),
+            },
+            sort_keys=False,
+        )
+    )
     if logger is not None:
         logger.experiment.log_artifact(run_id, str(card), ARTIFACT)
     return card
@@ -63,8 +73,10 @@ def _check(card_path: Path, cfg: DictConfig, ckpt: Path) -> dict:
         mine, theirs = _flat(identity(cfg)), _flat(card.get("identity"))
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         text = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in diff[:6])
-        raise BagofError(f"train.resume: {ckpt} was trained with another config ({text}"
-                         f"{', ...' if len(diff) > 6 else ''}); repeat the interrupted run's overrides")
+        raise BagofError(
+            f"train.resume: {ckpt} was trained with another config ({text}"
+            f"{', ...' if len(diff) > 6 else ''}); repeat the interrupted run's overrides"
+        )
     return card
 
 
@@ -76,8 +88,10 @@ def find_checkpoint(spec, cfg: DictConfig) -> Resume:
         cards = [c for c in root.glob(f"*/{CARD}") if (c.parent / "last.ckpt").is_file()]
         mine = [c for c in cards if yaml.safe_load(c.read_text()).get("config_hash") == want]
         if not mine:
-            raise BagofError(f"train.resume=last: no checkpoint of this config under {root} ({len(cards)} of other "
-                             "configs); repeat the interrupted run's overrides, or give a last.ckpt path")
+            raise BagofError(
+                f"train.resume=last: no checkpoint of this config under {root} ({len(cards)} of other "
+                "configs); repeat the interrupted run's overrides, or give a last.ckpt path"
+            )
         card = max(mine, key=lambda c: (c.parent / "last.ckpt").stat().st_mtime)
         return Resume(card.parent / "last.ckpt", yaml.safe_load(card.read_text()).get("run_id"))
     if spec.startswith("runs:/"):
@@ -103,11 +117,14 @@ def _download(run_id: str, cfg: DictConfig) -> Path:
         raise BagofError(f"train.resume=runs:/{run_id}: no local checkpoint and logging is off (logger=none)")
     dst = Path(tempfile.mkdtemp(prefix=f"bagof-resume-{run_id[:8]}-"))
     try:
-        got = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACT, dst_path=str(dst),
-                                                  tracking_uri=cfg.logger.tracking_uri)
+        got = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=ARTIFACT, dst_path=str(dst), tracking_uri=cfg.logger.tracking_uri
+        )
     except Exception as e:
-        raise BagofError(f"train.resume=runs:/{run_id}: no checkpoint among the run's artifacts in "
-                         f"{cfg.logger.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise BagofError(
+            f"train.resume=runs:/{run_id}: no checkpoint among the run's artifacts in "
+            f"{cfg.logger.tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     folder = Path(got)
     if not (folder / "last.ckpt").is_file():
         raise BagofError(f"train.resume=runs:/{run_id}: the run has no last.ckpt artifact")
@@ -127,8 +144,10 @@ def fetch_run_checkpoint(source: str, tracking_uri: str | None) -> Path:
     try:
         client.get_run(run_id)
     except Exception as e:
-        raise TransferError(f"model.backbone_weights={source!r}: run {run_id} is not in the MLflow store "
-                            f"{tracking_uri} ({type(e).__name__})") from None
+        raise TransferError(
+            f"model.backbone_weights={source!r}: run {run_id} is not in the MLflow store "
+            f"{tracking_uri} ({type(e).__name__})"
+        ) from None
 
     def find(path=None):
         for f in client.list_artifacts(run_id, path):
@@ -142,6 +161,8 @@ def fetch_run_checkpoint(source: str, tracking_uri: str | None) -> Path:
 
     art = find()
     if art is None:
-        raise TransferError(f"model.backbone_weights={source!r}: run {run_id} logged no checkpoint (.ckpt); "
-                            "train the classifier with MLflow logging on (logger.log_model, the default)")
+        raise TransferError(
+            f"model.backbone_weights={source!r}: run {run_id} logged no checkpoint (.ckpt); "
+            "train the classifier with MLflow logging on (logger.log_model, the default)"
+        )
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=art, tracking_uri=tracking_uri))

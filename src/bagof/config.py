@@ -1,4 +1,5 @@
 """Hydra/OmegaConf helpers shared by run.py, the summary tool and the tests."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ def optimized_anchors(data_name: str, key: str):
     if not path.is_file():
         from .errors import BagofError
 
-        raise BagofError(f"no optimized anchors for data={data_name} ({path} missing): "
-                         f"run `make anchors DATA={data_name}` first")
+        raise BagofError(
+            f"no optimized anchors for data={data_name} ({path} missing): run `make anchors DATA={data_name}` first"
+        )
     return OmegaConf.load(path)[key]
 
 
@@ -40,16 +42,24 @@ def ga_file(*, _root_) -> str:
         return want
     avail = sorted(p.stem.removeprefix("ga-") for p in folder.glob("ga-*.yaml"))
     if want != own or not (folder / f"ga-{fallback}.yaml").is_file():
-        raise BagofError(f"+bof=ga: no GA hyperparameters {folder}/ga-{want}.yaml: run `make ga DATA=<data> "
-                         f"SCALE=<scale>` for them, or pick one of {avail} with ga.hparams=<name>")
+        raise BagofError(
+            f"+bof=ga: no GA hyperparameters {folder}/ga-{want}.yaml: run `make ga DATA=<data> "
+            f"SCALE=<scale>` for them, or pick one of {avail} with ga.hparams=<name>"
+        )
     if (want, fallback) not in _ga_warned:
         _ga_warned.add((want, fallback))
         import logging
 
         logging.getLogger("bagof").warning(
             "+bof=ga: no GA search for data=%s scale=%s (conf/hparams/ga-%s.yaml); using ga-%s.yaml instead "
-            "(`make ga DATA=%s SCALE=%s` makes your own)", _root_.data.name, _root_.scale.name, want, fallback,
-            _root_.data.name, _root_.scale.name)
+            "(`make ga DATA=%s SCALE=%s` makes your own)",
+            _root_.data.name,
+            _root_.scale.name,
+            want,
+            fallback,
+            _root_.data.name,
+            _root_.scale.name,
+        )
     return fallback
 
 
@@ -61,8 +71,10 @@ def ga_value(key: str, *, _root_):
     path = Path(CONFIG_DIR) / "hparams" / f"ga-{name}.yaml"
     value = OmegaConf.select(OmegaConf.load(path), key)
     if value is None:
-        raise BagofError(f"{path} has no value for {key}: the search space gained a key since it was written; "
-                         f"rerun its search (`make ga`)")
+        raise BagofError(
+            f"{path} has no value for {key}: the search space gained a key since it was written; "
+            f"rerun its search (`make ga`)"
+        )
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 

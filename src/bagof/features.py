@@ -8,6 +8,7 @@ The GA toggle (slot ``hyperparameters``) sets tuned values for keys that other t
 anchor IoU threshold of IT, the grid factor of S). The explicit toggle must win, so ``ga`` has to come
 before them in ``+bof=[...]`` (Hydra applies the list in order); the other order is refused too.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -43,9 +44,11 @@ def check_features(cfg: DictConfig) -> None:
         for earlier in order[:i]:
             shared = sorted(tuned & _toggle_keys(earlier))
             if shared:
-                raise FeatureConflict(f"+bof={toggle} sets {', '.join(shared)}, which the {earlier} toggle sets too, and "
-                                      f"comes after it, so the tuned value would silently replace the toggle's: list "
-                                      f"{toggle} first, e.g. '+bof=[{toggle},{earlier},...]'.")
+                raise FeatureConflict(
+                    f"+bof={toggle} sets {', '.join(shared)}, which the {earlier} toggle sets too, and "
+                    f"comes after it, so the tuned value would silently replace the toggle's: list "
+                    f"{toggle} first, e.g. '+bof=[{toggle},{earlier},...]'."
+                )
 
 
 def _keys(path: Path) -> set[str]:

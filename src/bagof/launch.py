@@ -15,6 +15,7 @@ signals, and claims that keep concurrent invocations from training the same run 
   driver refreshes while they train. ``fail_abandoned`` marks FAILED the runs of dead invocations (a
   SIGKILL, a power cut) left RUNNING; ``live_claim`` tells whether another invocation is training a run now.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,8 @@ log = logging.getLogger("bagof.launch")
 
 TAG_KIND = "bagof.kind"  # "table"/"search" on parent runs, "row"/"pretrain"/"trial" on child runs
 HOST, PID, HEARTBEAT = "bagof.host", "bagof.pid", "bagof.heartbeat"
-HEARTBEAT_EVERY = 60.0     # seconds between heartbeats of the runs in flight
-HEARTBEAT_STALE = 600.0    # a run on another host whose heartbeat is older than this is abandoned
+HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of the runs in flight
+HEARTBEAT_STALE = 600.0  # a run on another host whose heartbeat is older than this is abandoned
 
 
 class Interrupted(Exception):
@@ -52,6 +53,7 @@ class Interrupted(Exception):
 @contextmanager
 def interruptible():
     """SIGINT and SIGTERM raise ``Interrupted`` in the main thread while inside (restored on exit)."""
+
     def handler(signum, frame):
         raise Interrupted(signum)
 
@@ -64,6 +66,7 @@ def interruptible():
 
 
 # --- the store ---------------------------------------------------------------------------------------------
+
 
 def tracking_uri(cfg: DictConfig | None = None) -> str:
     """The MLflow store of ``cfg`` (composed with ``logger=mlflow`` when not given or logging is off)."""
@@ -97,7 +100,11 @@ def open_store(uri: str, root: str | Path | None = None) -> mlflow.MlflowClient:
 def experiment_id(client: mlflow.MlflowClient, name: str, artifact_location: str | None, lock=None) -> str:
     def get_or_create():
         exp = client.get_experiment_by_name(name)
-        return exp.experiment_id if exp is not None else client.create_experiment(name, artifact_location=artifact_location)
+        return (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(name, artifact_location=artifact_location)
+        )
 
     if lock is None:
         return get_or_create()
@@ -136,8 +143,11 @@ def fail_abandoned(client, exp_ids: list[str]) -> int:
         if owner_alive(run):
             continue
         tags = run.data.tags
-        client.set_tag(run.info.run_id, "error", f"abandoned: its invocation (pid {tags.get(PID, '?')} on "
-                                                 f"{tags.get(HOST, '?')}) ended without finishing it")
+        client.set_tag(
+            run.info.run_id,
+            "error",
+            f"abandoned: its invocation (pid {tags.get(PID, '?')} on {tags.get(HOST, '?')}) ended without finishing it",
+        )
         client.set_terminated(run.info.run_id, "FAILED")
         n += 1
     if n:
@@ -154,6 +164,7 @@ def hardware() -> str:
 
 
 # --- one job ------------------------------------------------------------------------------------------------
+
 
 def train_job(cfg_yaml: str, run_id: str, threads: int) -> dict:
     """Trains one composed config into the MLflow run ``run_id``; the outcome as a dict, never an exception."""
@@ -184,11 +195,12 @@ def _worker(conn, cfg_yaml: str, run_id: str, threads: int) -> None:
 
 # --- the pool -----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Running:
     key: object
     run_id: str
-    handle: object                # a Process (local) or a submitit Job
+    handle: object  # a Process (local) or a submitit Job
     conn: object = None
     last_beat: float = field(default_factory=time.time)
 
@@ -207,13 +219,17 @@ class WorkerPool:
             import submitit
 
             folder = Path(folder or Path(os.environ.get("BAGOF_ROOT", ".")) / "outputs" / "submitit") / "%j"
-            self._executor = submitit.AutoExecutor(folder=folder,
-                                                   cluster="local" if launcher == "submitit-local" else "slurm")
+            self._executor = submitit.AutoExecutor(
+                folder=folder, cluster="local" if launcher == "submitit-local" else "slurm"
+            )
             params = {"timeout_min": 24 * 60, "cpus_per_task": threads}
             for kv in slurm:
                 k, _, v = kv.partition("=")
-                params[k if k in ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "nodes", "name")
-                       else f"slurm_{k}"] = int(v) if v.isdigit() else v
+                params[
+                    k
+                    if k in ("timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "nodes", "name")
+                    else f"slurm_{k}"
+                ] = int(v) if v.isdigit() else v
             self._executor.update_parameters(**params)
 
     def free(self) -> int:

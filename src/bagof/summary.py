@@ -3,6 +3,7 @@
 Needs no dataset on disk: only the config (classes and input size come from the data config).
 BFLOPs count convolutions only and a multiply-add as 2 FLOPs, as Darknet and the paper's Table 1 do.
 """
+
 from __future__ import annotations
 
 import sys
@@ -54,8 +55,10 @@ def main(argv: list[str]) -> None:
     for name, shape, params, f in rows:
         print(f"{name:<28}{str(shape):<42}{params:>14,}{f / 1e9:>10.2f}")
     n = sum(p.numel() for p in model.parameters())
-    print(f"\n{cfg.model.backbone} {cfg.model.neck}{'-SPP' if cfg.model.spp else ''}, {cfg.data.num_classes} classes, "
-          f"width x{cfg.model.width} depth x{cfg.model.depth}")
+    print(
+        f"\n{cfg.model.backbone} {cfg.model.neck}{'-SPP' if cfg.model.spp else ''}, {cfg.data.num_classes} classes, "
+        f"width x{cfg.model.width} depth x{cfg.model.depth}"
+    )
     print(f"parameters: {n:,}   BFLOPs at {size}x{size}: {total / 1e9:.2f}")
 
 

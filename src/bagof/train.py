@@ -1,4 +1,5 @@
 """Compose -> train -> evaluate -> log. ``run.py`` is a thin Hydra wrapper around ``train``."""
+
 from __future__ import annotations
 
 import logging
@@ -60,7 +61,7 @@ def build_task(cfg: DictConfig, model, loss) -> TrainingTask:
 @dataclass
 class RunResult:
     metrics: dict[str, float]  # detection: AP, AP50, AP75, APs, APm, APl; classification: top1, top5; in [0, 1]
-    run_id: str | None         # MLflow run id (None without a logger)
+    run_id: str | None  # MLflow run id (None without a logger)
     seconds: float
 
 
@@ -94,16 +95,35 @@ def fit(cfg: DictConfig) -> RunResult:
     # training-time features that hook into the loop (CmBN, SAT, DropBlock's schedule) come from toggles
     features = [hydra.utils.instantiate(c) for c in (t.get("callbacks") or {}).values()]
     run_id = logger.run_id if logger is not None else None
-    ckpt_dir = Path(cfg.paths.root) / "outputs" / "checkpoints" / (run_id or time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()))
+    ckpt_dir = (
+        Path(cfg.paths.root)
+        / "outputs"
+        / "checkpoints"
+        / (run_id or time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()))
+    )
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     write_run_card(ckpt_dir, cfg, run_id, logger)
     trainer = L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, precision=t.precision,
-        accumulate_grad_batches=t.accumulate, logger=logger if logger is not None else False,
-        callbacks=[ModelCheckpoint(ckpt_dir, "last", save_top_k=1, enable_version_counter=False), EpochSummary(), *features] + ([LearningRateMonitor("step")] if logger else []),
-        check_val_every_n_epoch=1, num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps,
-        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
-        enable_progress_bar=t.progress_bar, enable_model_summary=False, deterministic=False,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate,
+        logger=logger if logger is not None else False,
+        callbacks=[
+            ModelCheckpoint(ckpt_dir, "last", save_top_k=1, enable_version_counter=False),
+            EpochSummary(),
+            *features,
+        ]
+        + ([LearningRateMonitor("step")] if logger else []),
+        check_val_every_n_epoch=1,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        deterministic=False,
     )
     if resume is not None:
         log.info("resuming %s from %s", run_id or "the run", resume.ckpt)
@@ -169,6 +189,8 @@ def _print_summary(cfg, metrics, logger, seconds) -> None:
     lines = [f"bagof: {cfg.model.backbone} on {cfg.data.name} at scale={cfg.scale.name}, {seconds / 60:.1f} min"]
     lines.append("  " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     if logger is not None:
-        lines.append(f"  MLflow run {logger.run_id} (experiment {cfg.experiment!r}, {cfg.logger.tracking_uri}); "
-                     "browse with `make ui`")
+        lines.append(
+            f"  MLflow run {logger.run_id} (experiment {cfg.experiment!r}, {cfg.logger.tracking_uri}); "
+            "browse with `make ui`"
+        )
     print("\n".join(lines), flush=True)

@@ -1,4 +1,5 @@
 """Lightning callbacks that implement training-time features; toggles add them under ``train.callbacks``."""
+
 from .cmbn import CmBN
 from .dropblock import DropBlockSchedule
 from .sat import SelfAdversarial

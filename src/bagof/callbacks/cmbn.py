@@ -1,5 +1,6 @@
 """Table 4 "CBN": turns the model's BatchNorm layers into CmBN and starts their accumulation window at
 every batch (every ``train.accumulate`` mini-batches, where Lightning steps the optimizer)."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,10 @@ class CmBN(L.Callback):
     def setup(self, trainer, pl_module, stage):
         convert_cmbn(pl_module.model)
         if trainer.accumulate_grad_batches == 1:
-            log.warning("CmBN with train.accumulate=1 is plain BatchNorm: split the batch into mini-batches "
-                        "(e.g. data.batch_size=4 train.accumulate=2) for it to differ")
+            log.warning(
+                "CmBN with train.accumulate=1 is plain BatchNorm: split the batch into mini-batches "
+                "(e.g. data.batch_size=4 train.accumulate=2) for it to differ"
+            )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx % trainer.accumulate_grad_batches == 0:

@@ -1,4 +1,5 @@
 """DropBlock's linear schedule: the drop probability grows from 0 to its target over ``ramp`` of training."""
+
 from __future__ import annotations
 
 import lightning as L

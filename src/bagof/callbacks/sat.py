@@ -10,6 +10,7 @@ gradient is scaled. The gradient's size depends on the loss normaliser and the b
 normalised per image so that the largest pixel change is ``step`` (in [0, 1] image units), which makes
 the setting mean the same at every scale. Pixels are clipped to [0, 1].
 """
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Detection data: format readers (COCO JSON, Pascal VOC XML, YOLO txt), the procedural default
 dataset, transforms and the Lightning data module."""
+
 from .datamodule import DetectionDataModule
 from .formats import DatasetError
 

@@ -8,6 +8,7 @@ training split in network-input pixels (after letterboxing to ``data.img_size``)
 Written by hand: k-means with an IoU distance is a dozen lines and no maintained library offers it
 (scikit-learn's KMeans is Euclidean only).
 """
+
 from __future__ import annotations
 
 import sys
@@ -56,8 +57,11 @@ def training_box_sizes(cfg) -> np.ndarray:
 
     coco, _ = load_source(dict(cfg.data.train))
     size = {im["id"]: max(im["width"], im["height"]) for im in coco["images"]}
-    wh = [np.array(a["bbox"][2:]) * cfg.data.img_size / size[a["image_id"]] for a in coco["annotations"]
-          if not a.get("iscrowd", 0)]
+    wh = [
+        np.array(a["bbox"][2:]) * cfg.data.img_size / size[a["image_id"]]
+        for a in coco["annotations"]
+        if not a.get("iscrowd", 0)
+    ]
     return np.array(wh)
 
 
@@ -78,12 +82,15 @@ def main(argv: list[str]) -> None:
         f"# Optimized anchors (OA) for data={cfg.data.name}: k-means (1 - IoU) over {len(wh)} training boxes,\n"
         f"# letterboxed to {cfg.data.img_size} px; written by `make anchors` on {time.strftime('%Y-%m-%d')}.\n"
         f"# Mean best IoU of the boxes with these anchors {mean_iou:.3f} (the model's defaults: {default_iou:.3f}).\n"
-        f"img_size: {cfg.data.img_size}\nanchors: [{pairs}]\n")
+        f"img_size: {cfg.data.img_size}\nanchors: [{pairs}]\n"
+    )
     print(f"{len(wh)} boxes, mean IoU {mean_iou:.3f} (defaults {default_iou:.3f}); anchors: {pairs}\nwritten to {out}")
 
 
 def mean_iou_with(wh: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, float]:
-    best = wh_iou(torch.from_numpy(np.asarray(wh, np.float64)), torch.from_numpy(np.asarray(anchors, np.float64))).amax(1)
+    best = wh_iou(torch.from_numpy(np.asarray(wh, np.float64)), torch.from_numpy(np.asarray(anchors, np.float64))).amax(
+        1
+    )
     return best.numpy(), float(best.mean())
 
 

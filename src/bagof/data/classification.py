@@ -12,6 +12,7 @@ Images are decoded once and resized to ``img_size`` x ``img_size`` (kept in RAM 
 multi-image steps (``label_mixing.py``), then albumentations: a random resized crop, flip, HSV jitter
 (darknet's hue/saturation/exposure) and the blur toggle. A sample is (image, soft label, class index).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .loading import read_rgb, seed_worker
 from .formats import DatasetError, Issues
 from .label_mixing import LabelCutMix, LabelMixUp, LabelMosaic
+from .loading import read_rgb, seed_worker
 from .synthetic import ensure_synthetic
 
 log = logging.getLogger(__name__)
@@ -37,26 +38,32 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 CROPS_VERSION = 1
 
 
-def list_folder(root: str | Path, split: str, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+def list_folder(
+    root: str | Path, split: str, classes: list[str] | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
     """(class names, [(file, class index)]) of ``<root>/<split>/<class>/*``."""
     base = Path(root) / split
     if not base.is_dir():
-        raise DatasetError(f"image folder {base} does not exist: expected <root>/<split>/<class>/<image> "
-                           "(set data.train.root / data.val.root, or paths.datasets / BAGOF_DATASETS)")
+        raise DatasetError(
+            f"image folder {base} does not exist: expected <root>/<split>/<class>/<image> "
+            "(set data.train.root / data.val.root, or paths.datasets / BAGOF_DATASETS)"
+        )
     found = sorted(p.name for p in base.iterdir() if p.is_dir())
     names = list(classes) if classes else found
     missing = [c for c in names if c not in found]
     if missing:
         raise DatasetError(f"{base}: class folders {missing} are missing (found {found})")
-    items = [(str(f), k) for k, c in enumerate(names) for f in sorted((base / c).iterdir())
-             if f.suffix.lower() in IMAGE_EXTS]
+    items = [
+        (str(f), k) for k, c in enumerate(names) for f in sorted((base / c).iterdir()) if f.suffix.lower() in IMAGE_EXTS
+    ]
     if not items:
         raise DatasetError(f"{base}: no images ({', '.join(sorted(IMAGE_EXTS))}) in the class folders")
     return names, items
 
 
-def ensure_crops(root: str | Path, split: str, num_images: int, seed: int, margin: float = 0.15,
-                 min_side: int = 12) -> Path:
+def ensure_crops(
+    root: str | Path, split: str, num_images: int, seed: int, margin: float = 0.15, min_side: int = 12
+) -> Path:
     """Crops every object (side >= ``min_side`` px) of the procedural detection split into an image folder
     ``<out>/<split>/<class>/``, once; returns ``<out>``. Each crop is the box grown by ``margin`` per side
     and made square around its centre (clipped to the image), so the shape's outline stays whole."""
@@ -83,8 +90,11 @@ def ensure_crops(root: str | Path, split: str, num_images: int, seed: int, margi
         cx, cy = x + w / 2, y + h / 2
         x1, y1 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
         x2, y2 = int(min(img.shape[1], cx + side / 2)), int(min(img.shape[0], cy + side / 2))
-        cv2.imwrite(str(out / split / names[a["category_id"]] / f"{a['id']:07d}.jpg"), img[y1:y2, x1:x2],
-                    [cv2.IMWRITE_JPEG_QUALITY, 92])
+        cv2.imwrite(
+            str(out / split / names[a["category_id"]] / f"{a['id']:07d}.jpg"),
+            img[y1:y2, x1:x2],
+            [cv2.IMWRITE_JPEG_QUALITY, 92],
+        )
     done.write_text("ok")
     log.info("cropped the objects of %d synthetic %s images into %s (once)", num_images, split, out)
     return out
@@ -101,25 +111,49 @@ def load_image_folder(spec: dict) -> tuple[list[str], list[tuple[str, int]]]:
     raise DatasetError(f"data format {fmt!r}: a classification source is `folder` or `crops`")
 
 
-def build_cls_transform(img_size: int, crop_scale: tuple[float, float] = (0.25, 1.0), hue: float = 0.1,
-                        saturation: float = 1.5, exposure: float = 1.5, flip: float = 0.5, blur: float = 0.0,
-                        seed: int | None = None, **_detector_only) -> A.Compose:
+def build_cls_transform(
+    img_size: int,
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+    hue: float = 0.1,
+    saturation: float = 1.5,
+    exposure: float = 1.5,
+    flip: float = 0.5,
+    blur: float = 0.0,
+    seed: int | None = None,
+    **_detector_only,
+) -> A.Compose:
     """Darknet's classifier augmentation in albumentations terms (random crop + resize, flip, HSV);
     detector-only keys of ``data.augment`` (scale, translate) are ignored."""
     ops = [A.RandomResizedCrop(size=(img_size, img_size), scale=tuple(crop_scale), p=1.0)]
     if flip:
         ops.append(A.HorizontalFlip(p=flip))
     if hue or saturation != 1 or exposure != 1:
-        ops.append(A.ColorJitter(brightness=(1 / exposure, exposure), contrast=0,
-                                 saturation=(1 / saturation, saturation), hue=(-hue, hue), p=1.0))
+        ops.append(
+            A.ColorJitter(
+                brightness=(1 / exposure, exposure),
+                contrast=0,
+                saturation=(1 / saturation, saturation),
+                hue=(-hue, hue),
+                p=1.0,
+            )
+        )
     if blur:
         ops.append(A.GaussianBlur(blur_limit=(3, 7), p=blur))
     return A.Compose(ops, seed=seed)
 
 
 class ClassificationDataset(Dataset):
-    def __init__(self, items: list[tuple[str, int]], num_classes: int, img_size: int, transform=None,
-                 cache: bool = False, name: str = "data", mosaic: LabelMosaic | None = None, pairs=()):
+    def __init__(
+        self,
+        items: list[tuple[str, int]],
+        num_classes: int,
+        img_size: int,
+        transform=None,
+        cache: bool = False,
+        name: str = "data",
+        mosaic: LabelMosaic | None = None,
+        pairs=(),
+    ):
         self.items, self.num_classes, self.img_size = list(items), num_classes, img_size
         self.transform, self.name, self.mosaic, self.pairs = transform, name, mosaic, list(pairs)
         self.rng = np.random.default_rng(torch.initial_seed() % 2**32)  # reseeded per loader worker
@@ -132,15 +166,22 @@ class ClassificationDataset(Dataset):
             for i in set(range(len(imgs))) - set(keep):
                 self.issues.warn("corrupt_image", f"{self.items[i][0]} cannot be decoded, skipped")
             self.items, self._cache = [self.items[i] for i in keep], [imgs[i] for i in keep]
-            log.info("%s: %d images decoded once and cached in RAM (%.0f MB)", name, len(keep),
-                     sum(im.nbytes for im in self._cache) / 2**20)
+            log.info(
+                "%s: %d images decoded once and cached in RAM (%.0f MB)",
+                name,
+                len(keep),
+                sum(im.nbytes for im in self._cache) / 2**20,
+            )
 
     def _decode(self, path: str) -> np.ndarray | None:
         img = read_rgb(path)
         if img is None:
             return None
-        return cv2.resize(img, (self.img_size, self.img_size),
-                          interpolation=cv2.INTER_AREA if img.shape[0] > self.img_size else cv2.INTER_LINEAR)
+        return cv2.resize(
+            img,
+            (self.img_size, self.img_size),
+            interpolation=cv2.INTER_AREA if img.shape[0] > self.img_size else cv2.INTER_LINEAR,
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -183,21 +224,38 @@ class ClassificationDataModule(L.LightningDataModule):
     """Same knobs as the detection module where they mean the same (``mosaic``, ``mixup``, ``cutmix``,
     ``augment``), so the ``bof`` toggles apply to either task."""
 
-    def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 64, batch_size: int = 64,
-                 num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
-                 mosaic: float = 0.0, mixup: float | dict = 0.0, cutmix: float | dict = 0.0,
-                 multiscale: dict | None = None, tune: dict | None = None):
+    def __init__(
+        self,
+        train: dict,
+        val: dict,
+        num_classes: int,
+        img_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        cache_ram_mb: int = 2048,
+        augment: dict | None = None,
+        name: str = "data",
+        mosaic: float = 0.0,
+        mixup: float | dict = 0.0,
+        cutmix: float | dict = 0.0,
+        multiscale: dict | None = None,
+        tune: dict | None = None,
+    ):
         super().__init__()
         if multiscale:
-            raise DatasetError("data.multiscale (random shapes / DM) is a detector toggle; a classifier trains at "
-                               "data.img_size")
+            raise DatasetError(
+                "data.multiscale (random shapes / DM) is a detector toggle; a classifier trains at data.img_size"
+            )
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.num_classes, self.img_size, self.batch_size = num_classes, img_size, batch_size
         self.num_workers, self.cache_ram_mb, self.name = num_workers, cache_ram_mb, name
         self.augment = dict(augment or {})
         self.mosaic = LabelMosaic(mosaic) if mosaic else None
-        self.pairs = [cls(**(m if isinstance(m, dict) else {"p": m})) for cls, m in ((LabelMixUp, mixup), (LabelCutMix, cutmix))
-                      if (m.get("p", 0) if isinstance(m, dict) else m) > 0]
+        self.pairs = [
+            cls(**(m if isinstance(m, dict) else {"p": m}))
+            for cls, m in ((LabelMixUp, mixup), (LabelCutMix, cutmix))
+            if (m.get("p", 0) if isinstance(m, dict) else m) > 0
+        ]
         self.train_set = self.val_set = None
         self.classes: list[str] = []
         self.issues = Issues()
@@ -205,14 +263,24 @@ class ClassificationDataModule(L.LightningDataModule):
     def _build(self, spec: dict, split: str, transform=None, train: bool = False) -> ClassificationDataset:
         names, items = load_image_folder(spec)
         if len(names) != self.num_classes:
-            raise DatasetError(f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
-                               f"{len(names)} classes ({names[:10]}); set data.num_classes to match")
+            raise DatasetError(
+                f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
+                f"{len(names)} classes ({names[:10]}); set data.num_classes to match"
+            )
         if self.classes and names != self.classes:
             raise DatasetError(f"{self.name!r}: train and val class folders differ; they must be the same list")
         self.classes = names
         cache = len(items) * self.img_size**2 * 3 / 2**20 <= self.cache_ram_mb
-        ds = ClassificationDataset(items, self.num_classes, self.img_size, transform, cache, f"{self.name}/{split}",
-                                   self.mosaic if train else None, self.pairs if train else ())
+        ds = ClassificationDataset(
+            items,
+            self.num_classes,
+            self.img_size,
+            transform,
+            cache,
+            f"{self.name}/{split}",
+            self.mosaic if train else None,
+            self.pairs if train else (),
+        )
         self.issues.update(ds.issues)
         return ds
 
@@ -226,9 +294,16 @@ class ClassificationDataModule(L.LightningDataModule):
             log.warning("%s: %d x %s (see the data loader's documented bad-input policy)", self.name, n, kind)
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_labels, worker_init_fn=seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_labels,
+            worker_init_fn=seed_worker,
+            drop_last=shuffle and len(ds) > self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

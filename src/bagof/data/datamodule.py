@@ -1,4 +1,5 @@
 """Lightning data module over any supported format (see ``formats``) plus the procedural default."""
+
 from __future__ import annotations
 
 import logging
@@ -11,11 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..ops.letterbox import Letterbox, letterbox
+from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
+from .loading import read_rgb, seed_worker
 from .mixing import CutMix, MixUp
 from .mosaic import Mosaic
 from .multiscale import MultiScaleBatchSampler
-from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
-from .loading import read_rgb, seed_worker
 from .synthetic import ensure_synthetic
 from .transforms import build_train_transform
 
@@ -44,8 +45,9 @@ class DetectionDataset(Dataset):
     uint8 result in RAM; otherwise images are decoded per access.
     """
 
-    def __init__(self, coco: dict, img_size: int, transform=None, cache: bool = False, name: str = "data",
-                 mix=None, pairs=()):
+    def __init__(
+        self, coco: dict, img_size: int, transform=None, cache: bool = False, name: str = "data", mix=None, pairs=()
+    ):
         self.coco, self.img_size, self.transform, self.name = coco, img_size, transform, name
         self.mix = mix  # a multi-image step (e.g. Mosaic) applied before the per-image transform
         self.pairs = list(pairs)  # two-image steps (MixUp, CutMix) applied after it
@@ -79,13 +81,17 @@ class DetectionDataset(Dataset):
         keep = [i for i, d in enumerate(done) if d is not None]
         for i, d in enumerate(done):
             if d is None:
-                self.corrupt.warn("corrupt_image", f"{self.images[i]['file_name']} is truncated or cannot be "
-                                                   "decoded, skipped")
+                self.corrupt.warn(
+                    "corrupt_image", f"{self.images[i]['file_name']} is truncated or cannot be decoded, skipped"
+                )
         self._cache = [done[i] for i in keep]
         if len(keep) < len(done):  # evaluation scores the images kept, not the ground truth of skipped ones
             ids = {self.images[i]["id"] for i in keep}
-            self.coco = {**self.coco, "images": [im for im in self.coco["images"] if im["id"] in ids],
-                         "annotations": [a for a in self.coco["annotations"] if a["image_id"] in ids]}
+            self.coco = {
+                **self.coco,
+                "images": [im for im in self.coco["images"] if im["id"] in ids],
+                "annotations": [a for a in self.coco["annotations"] if a["image_id"] in ids],
+            }
         self.images = [self.images[i] for i in keep]
         self.boxes = [self.boxes[i] for i in keep]
         self.labels = [self.labels[i] for i in keep]
@@ -154,18 +160,34 @@ def collate(batch):
 
 
 class DetectionDataModule(L.LightningDataModule):
-    def __init__(self, train: dict, val: dict, num_classes: int, img_size: int = 416, batch_size: int = 16,
-                 num_workers: int = 0, cache_ram_mb: int = 2048, augment: dict | None = None, name: str = "data",
-                 mosaic: float = 0.0, mixup: float | dict = 0.0, cutmix: float | dict = 0.0,
-                 multiscale: dict | None = None, tune: dict | None = None, classes: list[str] | None = None):
+    def __init__(
+        self,
+        train: dict,
+        val: dict,
+        num_classes: int,
+        img_size: int = 416,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        cache_ram_mb: int = 2048,
+        augment: dict | None = None,
+        name: str = "data",
+        mosaic: float = 0.0,
+        mixup: float | dict = 0.0,
+        cutmix: float | dict = 0.0,
+        multiscale: dict | None = None,
+        tune: dict | None = None,
+        classes: list[str] | None = None,
+    ):
         # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.classes = list(classes) if classes else None  # VOC/YOLO: one list for both splits
         if self.classes is not None:
             if len(self.classes) != num_classes:
-                raise DatasetError(f"data.classes has {len(self.classes)} names {self.classes} but data.num_classes="
-                                   f"{num_classes}; make them agree")
+                raise DatasetError(
+                    f"data.classes has {len(self.classes)} names {self.classes} but data.num_classes="
+                    f"{num_classes}; make them agree"
+                )
             for spec in (self.train_spec, self.val_spec):
                 if spec.get("format") in ("voc", "yolo"):
                     spec.setdefault("classes", self.classes)
@@ -174,8 +196,11 @@ class DetectionDataModule(L.LightningDataModule):
         self.augment = dict(augment or {})
         self.mosaic = mosaic
         # two-image mixes: a probability, or the step's keyword arguments (p, alpha, min_visibility)
-        self.mixes = [cls(**(m if isinstance(m, dict) else {"p": m})) for cls, m in ((MixUp, mixup), (CutMix, cutmix))
-                      if (m.get("p", 0) if isinstance(m, dict) else m) > 0]
+        self.mixes = [
+            cls(**(m if isinstance(m, dict) else {"p": m}))
+            for cls, m in ((MixUp, mixup), (CutMix, cutmix))
+            if (m.get("p", 0) if isinstance(m, dict) else m) > 0
+        ]
         self.multiscale = dict(multiscale) if multiscale else None  # random shapes / DM (see multiscale.py)
         self.train_set = self.val_set = None
         self.issues = Issues()
@@ -183,26 +208,38 @@ class DetectionDataModule(L.LightningDataModule):
 
     def _build(self, spec: dict, transform, split: str, mix=None, pairs=()) -> DetectionDataset:
         if spec.get("format") == "yolo" and not spec.get("classes"):
-            raise DatasetError(f"data={self.name}: YOLO labels hold class numbers only: set data.classes to the "
-                               "class names, in the labels' order")
+            raise DatasetError(
+                f"data={self.name}: YOLO labels hold class numbers only: set data.classes to the "
+                "class names, in the labels' order"
+            )
         coco, issues = load_source(spec)
         self.issues.update(issues)
         names = [c["name"] for c in coco["categories"]]
         unknown = dict(getattr(issues, "unknown_names", {}))
         if unknown:
-            log.warning("%s/%s: %d boxes of classes not in the class list %s were skipped: %s", self.name, split,
-                        sum(unknown.values()), names, dict(sorted(unknown.items())))
+            log.warning(
+                "%s/%s: %d boxes of classes not in the class list %s were skipped: %s",
+                self.name,
+                split,
+                sum(unknown.values()),
+                names,
+                dict(sorted(unknown.items())),
+            )
         if len(coco["categories"]) != self.num_classes:
-            raise DatasetError(f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
-                               f"{len(coco['categories'])} categories {names}; set data.num_classes (and data.classes) "
-                               "to match the data")
+            raise DatasetError(
+                f"data.num_classes={self.num_classes} but the {split} split of {self.name!r} has "
+                f"{len(coco['categories'])} categories {names}; set data.num_classes (and data.classes) "
+                "to match the data"
+            )
         if not coco["images"]:
             raise DatasetError(f"the {split} split of {self.name!r} has no usable images ({spec})")
         if split == "train" and not coco["annotations"]:
             found = f"; the files name the classes {sorted(unknown)}" if unknown else ""
-            raise DatasetError(f"the train split of {self.name!r} has no boxes in its {len(coco['images'])} images: "
-                               f"nothing to learn. The class list is {names}{found}. Check data.classes and the labels "
-                               f"({spec.get('image_dir') or spec.get('root') or spec.get('ann_file')})")
+            raise DatasetError(
+                f"the train split of {self.name!r} has no boxes in its {len(coco['images'])} images: "
+                f"nothing to learn. The class list is {names}{found}. Check data.classes and the labels "
+                f"({spec.get('image_dir') or spec.get('root') or spec.get('ann_file')})"
+            )
         cache = len(coco["images"]) * self.img_size**2 * 3 / 2**20 <= self.cache_ram_mb
         ds = DetectionDataset(coco, self.img_size, transform, cache, f"{self.name}/{split}", mix, pairs)
         self.issues.update(ds.corrupt)  # images found corrupt while caching (lazily read sets count them in the log)
@@ -228,20 +265,36 @@ class DetectionDataModule(L.LightningDataModule):
         return self.val_set.coco["categories"]
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate, worker_init_fn=seed_worker, drop_last=shuffle and len(ds) > self.batch_size,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            worker_init_fn=seed_worker,
+            drop_last=shuffle and len(ds) > self.batch_size,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         if self.multiscale is None:
             return self._loader(self.train_set, True)
         if self.trainer is not None and self.trainer.world_size > 1:
-            raise DatasetError("data.multiscale (random shapes / DM) runs on one device for now: its batch sampler "
-                               "is not split across processes; drop +bof=dynamic_minibatch/random_shapes or use devices=1")
-        sampler = MultiScaleBatchSampler(len(self.train_set), self.batch_size, self.img_size,
-                                         seed=torch.initial_seed() % 2**32, **self.multiscale)
-        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate,
-                          worker_init_fn=seed_worker, persistent_workers=self.num_workers > 0)
+            raise DatasetError(
+                "data.multiscale (random shapes / DM) runs on one device for now: its batch sampler "
+                "is not split across processes; drop +bof=dynamic_minibatch/random_shapes or use devices=1"
+            )
+        sampler = MultiScaleBatchSampler(
+            len(self.train_set), self.batch_size, self.img_size, seed=torch.initial_seed() % 2**32, **self.multiscale
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            worker_init_fn=seed_worker,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, False)

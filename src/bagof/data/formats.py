@@ -12,6 +12,7 @@ number of each kind is returned in ``Issues`` so the run logs it:
 - image file missing: the image is skipped (``missing_image``);
 - image without boxes: kept as a negative example (``image_without_boxes``, informational).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def _clean_box(x1, y1, x2, y2, width, height, where: str, issues: Issues):
     cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
     cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
     if cx2 <= cx1 or cy2 <= cy1:  # nothing left inside; a box under 1 px inside the image is kept, as COCO does
-        issues.warn("degenerate_box", f"{where}: box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image, skipped")
+        issues.warn(
+            "degenerate_box", f"{where}: box ({x1}, {y1}, {x2}, {y2}) lies outside the {width}x{height} image, skipped"
+        )
         return None
     if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
         issues.warn("clipped_box", f"{where}: box ({x1}, {y1}, {x2}, {y2}) clipped to the {width}x{height} image")
@@ -98,8 +101,14 @@ def load_coco(ann_file: str | Path, image_dir: str | Path) -> tuple[dict, Issues
         if box is None:
             continue
         x1, y1, x2, y2 = box
-        anns.append({**a, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": a.get("area", (x2 - x1) * (y2 - y1)),
-                     "iscrowd": a.get("iscrowd", 0)})
+        anns.append(
+            {
+                **a,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": a.get("area", (x2 - x1) * (y2 - y1)),
+                "iscrowd": a.get("iscrowd", 0),
+            }
+        )
     with_boxes = {a["image_id"] for a in anns}
     for im in images:
         if im["id"] not in with_boxes:
@@ -151,7 +160,10 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
                 issues.warn("degenerate_box", f"{xml_path}: object {name!r} has a malformed <bndbox>, skipped")
                 continue
             if x2 <= x1 or y2 <= y1:  # judged on the file's own numbers, before the 1-based shift
-                issues.warn("degenerate_box", f"{xml_path}: {name!r} box ({x1}, {y1}, {x2}, {y2}) has zero or negative size, skipped")
+                issues.warn(
+                    "degenerate_box",
+                    f"{xml_path}: {name!r} box ({x1}, {y1}, {x2}, {y2}) has zero or negative size, skipped",
+                )
                 continue
             objs.append((name, x1 - 1, y1 - 1, x2, y2, int(obj.findtext("difficult") or 0)))
             seen.add(name)
@@ -165,16 +177,25 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
         n_before = len(anns)
         for name, x1, y1, x2, y2, difficult in objs:
             if name not in cat_of:
-                issues.warn("unknown_class", f"{xml_path}: class {name!r} is not in data classes {list(classes)}, skipped")
+                issues.warn(
+                    "unknown_class", f"{xml_path}: class {name!r} is not in data classes {list(classes)}, skipped"
+                )
                 issues.unknown_names[name] += 1
                 continue
             box = _clean_box(x1, y1, x2, y2, width, height, str(xml_path), issues)
             if box is None:
                 continue
             bx1, by1, bx2, by2 = box
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat_of[name],
-                         "bbox": [bx1, by1, bx2 - bx1, by2 - by1], "area": (bx2 - bx1) * (by2 - by1),
-                         "iscrowd": difficult})  # VOC "difficult" behaves like COCO crowd: neither TP nor FP
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": cat_of[name],
+                    "bbox": [bx1, by1, bx2 - bx1, by2 - by1],
+                    "area": (bx2 - bx1) * (by2 - by1),
+                    "iscrowd": difficult,
+                }
+            )  # VOC "difficult" behaves like COCO crowd: neither TP nor FP
         if len(anns) == n_before:
             issues["image_without_boxes"] += 1
     categories = [{"id": i, "name": c, "supercategory": "none"} for c, i in cat_of.items()]
@@ -189,7 +210,9 @@ def load_yolo(image_dir: str | Path, classes: list[str]) -> tuple[dict, Issues]:
     label_dir = Path(str(image_dir).replace(f"{os.sep}images", f"{os.sep}labels"))
     issues = Issues()
     images, anns = [], []
-    for img_id, path in enumerate(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), 1):
+    for img_id, path in enumerate(
+        sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")), 1
+    ):
         from .loading import read_rgb
 
         im = read_rgb(str(path))
@@ -214,12 +237,28 @@ def load_yolo(image_dir: str | Path, classes: list[str]) -> tuple[dict, Issues]:
                 issues.warn("unknown_class", f"{label}:{ln}: class {c} outside 0..{len(classes) - 1}, skipped")
                 issues.unknown_names[str(c)] += 1
                 continue
-            box = _clean_box((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height,
-                             width, height, f"{label}:{ln}", issues)
+            box = _clean_box(
+                (cx - w / 2) * width,
+                (cy - h / 2) * height,
+                (cx + w / 2) * width,
+                (cy + h / 2) * height,
+                width,
+                height,
+                f"{label}:{ln}",
+                issues,
+            )
             if box is None:
                 continue
             x1, y1, x2, y2 = box
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": c + 1,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img_id,
+                    "category_id": c + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     categories = [{"id": i + 1, "name": c, "supercategory": "none"} for i, c in enumerate(classes)]
     return {"images": images, "annotations": anns, "categories": categories}, issues

@@ -13,6 +13,7 @@ and the toggles that set them (``+bof=mixup``, ``cutmix``, ``mosaic``) are the s
   into its quadrant (rather than cropping, as the detector's Mosaic does) is our choice: a classifier
   sample has one object, which a crop could cut away while its label weight stays.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -69,7 +70,9 @@ class LabelMosaic:
         cx, cy = int(round(rng.uniform(lo, hi) * w)), int(round(rng.uniform(lo, hi) * h))
         out = np.empty_like(samples[0][0])
         label = np.zeros_like(samples[0][1])
-        for (img, y), (x1, y1, x2, y2) in zip(samples, [(0, 0, cx, cy), (cx, 0, w, cy), (0, cy, cx, h), (cx, cy, w, h)]):
+        for (img, y), (x1, y1, x2, y2) in zip(
+            samples, [(0, 0, cx, cy), (cx, 0, w, cy), (0, cy, cx, h), (cx, cy, w, h)]
+        ):
             if x2 > x1 and y2 > y1:
                 out[y1:y2, x1:x2] = cv2.resize(img, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA)
                 label += (x2 - x1) * (y2 - y1) / (w * h) * y

@@ -1,4 +1,5 @@
 """What both data modules share: decoding an image file (with the truncation check) and seeding loader workers."""
+
 from __future__ import annotations
 
 import cv2

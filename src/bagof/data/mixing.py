@@ -9,6 +9,7 @@ training sample drawn at random (itself mosaicked when Mosaic is on, as in the r
   ours: the second image's boxes are cut to the patch, the first image's boxes are kept whole, and
   either is dropped when less than ``min_visibility`` of its area remains visible.
 """
+
 from __future__ import annotations
 
 import numpy as np

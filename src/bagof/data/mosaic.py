@@ -9,6 +9,7 @@ its quadrant, and dropped when less than ``min_side`` pixels of it remain. Appli
 Written here rather than with albumentations' ``Mosaic`` because that one builds a 2x canvas and
 then crops at a random place, which does not follow the reference's centre range and cut semantics.
 """
+
 from __future__ import annotations
 
 import numpy as np

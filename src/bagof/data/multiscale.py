@@ -8,6 +8,7 @@ resizes its (nominal-size) sample to ``size``. Each epoch's plan is a pure funct
 so ``len()`` is exact and the learning-rate schedule knows the number of steps.
 Written here because torch's samplers have a fixed batch size.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,13 +16,25 @@ from torch.utils.data import Sampler
 
 
 class MultiScaleBatchSampler(Sampler):
-    def __init__(self, n: int, batch_size: int, img_size: int, every: int = 10,
-                 scale_range: tuple[float, float] = (0.7, 1.4), dynamic_batch: bool = False, multiple: int = 32,
-                 drop_last: bool = True, shuffle: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        img_size: int,
+        every: int = 10,
+        scale_range: tuple[float, float] = (0.7, 1.4),
+        dynamic_batch: bool = False,
+        multiple: int = 32,
+        drop_last: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
         lo, hi = scale_range
         self.sizes = [s for s in range(multiple, int(img_size * hi) + 1, multiple) if s >= img_size * lo]
         if not self.sizes:
-            raise ValueError(f"no multiple of {multiple} in {scale_range} x {img_size}: widen data.multiscale.scale_range")
+            raise ValueError(
+                f"no multiple of {multiple} in {scale_range} x {img_size}: widen data.multiscale.scale_range"
+            )
         self.n, self.batch_size, self.img_size, self.every = n, batch_size, img_size, max(1, every)
         self.dynamic_batch, self.drop_last, self.shuffle, self.seed = dynamic_batch, drop_last, shuffle, seed
         self.epoch = 0

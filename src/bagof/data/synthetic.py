@@ -12,6 +12,7 @@ under it, so every object is visible (the task is hard for its shapes, not for i
 Deterministic per seed (each image has its own seed derived from it), written once as COCO JSON +
 JPEG under the cache folder and reused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,9 @@ VERSION = 5  # bump when the generator changes, so old caches are not reused
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     base = rng.uniform(40, 215, 3)
-    low = cv2.resize(rng.normal(0, 45, (rng.integers(3, 9), rng.integers(3, 9), 3)), (w, h), interpolation=cv2.INTER_CUBIC)
+    low = cv2.resize(
+        rng.normal(0, 45, (rng.integers(3, 9), rng.integers(3, 9), 3)), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle, freq = rng.uniform(0, math.pi), rng.uniform(0.05, 0.4)
     stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * freq)[..., None] * rng.uniform(0, 25, 3)
@@ -52,8 +55,22 @@ def _polygon(kind: str, x1, y1, x2, y2, rng) -> np.ndarray:
         return np.stack([x1 + pts[:, 0] * (x2 - x1), y1 + pts[:, 1] * (y2 - y1)], 1)
     if kind == "cross":
         a, b = rx * 0.35, ry * 0.35
-        return np.array([[cx - a, y1], [cx + a, y1], [cx + a, cy - b], [x2, cy - b], [x2, cy + b], [cx + a, cy + b],
-                         [cx + a, y2], [cx - a, y2], [cx - a, cy + b], [x1, cy + b], [x1, cy - b], [cx - a, cy - b]])
+        return np.array(
+            [
+                [cx - a, y1],
+                [cx + a, y1],
+                [cx + a, cy - b],
+                [x2, cy - b],
+                [x2, cy + b],
+                [cx + a, cy + b],
+                [cx + a, y2],
+                [cx - a, y2],
+                [cx - a, cy + b],
+                [x1, cy + b],
+                [x1, cy - b],
+                [cx - a, cy - b],
+            ]
+        )
     raise ValueError(kind)
 
 
@@ -61,7 +78,17 @@ def _draw(img, kind: str, box, colour, rng) -> None:
     x1, y1, x2, y2 = box
     c = tuple(int(v) for v in colour)
     if kind == "ellipse":
-        cv2.ellipse(img, (round((x1 + x2) / 2), round((y1 + y2) / 2)), (round((x2 - x1) / 2), round((y2 - y1) / 2)), 0, 0, 360, c, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img,
+            (round((x1 + x2) / 2), round((y1 + y2) / 2)),
+            (round((x2 - x1) / 2), round((y2 - y1) / 2)),
+            0,
+            0,
+            360,
+            c,
+            -1,
+            cv2.LINE_AA,
+        )
     elif kind == "ring":
         thick = max(2, round(min(x2 - x1, y2 - y1) * 0.18))
         axes = (max(1, round((x2 - x1 - thick) / 2)), max(1, round((y2 - y1 - thick) / 2)))
@@ -144,8 +171,16 @@ def ensure_synthetic(root: str | Path, split: str, num_images: int, seed: int) -
         cv2.imwrite(str(image_dir / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
         images.append({"id": i + 1, "file_name": name, "width": img.shape[1], "height": img.shape[0]})
         for cls, x1, y1, x2, y2 in objects:
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                         "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(CLASSES)]
     tmp = ann_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))

@@ -1,4 +1,5 @@
 """COCO evaluation with pycocotools, on the dataset's own image and category ids."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,6 @@ import copy
 import io
 import math
 
-import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -17,8 +17,14 @@ def to_coco_results(dets, image_id: int, categories: list[dict]) -> list[dict]:
     """(K, 6) [x1, y1, x2, y2, score, class index] in original pixels -> COCO result dicts."""
     out = []
     for x1, y1, x2, y2, score, cls in dets.tolist():
-        out.append({"image_id": image_id, "category_id": categories[int(cls)]["id"],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        out.append(
+            {
+                "image_id": image_id,
+                "category_id": categories[int(cls)]["id"],
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": score,
+            }
+        )
     return out
 
 
@@ -30,8 +36,11 @@ def coco_evaluate(gt: dict, results: list[dict], image_ids=None) -> tuple[dict[s
     no small object) is NaN, "undefined", not 0."""
     if image_ids is not None:
         ids = set(image_ids)
-        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
-              "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+        gt = {
+            **gt,
+            "images": [im for im in gt["images"] if im["id"] in ids],
+            "annotations": [a for a in gt["annotations"] if a["image_id"] in ids],
+        }
     if not results:
         undefined = _undefined_metrics(gt)
         return {k: math.nan if k in undefined else 0.0 for k in METRICS}, "no detections"

@@ -5,6 +5,7 @@ every other class eps / (K - 1). That is not ``torch.nn.functional.cross_entropy
 which gives the others eps / K (and the true class 1 - eps + eps / K), hence this module. A mixed label
 t is smoothed by the same affine map, t (1 - eps) + (1 - t) eps / (K - 1), which still sums to one.
 """
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ each of tx, ty, tw, th, and the box term is the negative log-likelihood
 MSE it replaces MSE (mu and sigma learn from it); with an IoU loss the IoU loss keeps training the
 box and the NLL trains sigma only (mu detached), as the reference's gaussian_yolo layer does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,9 +45,18 @@ def gaussian_nll(t: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, eps: fl
 
 
 class YoloLoss(nn.Module):
-    def __init__(self, box: str = "mse", box_weight: float = 1.0, obj_weight: float = 1.0, cls_weight: float = 1.0,
-                 iou_thresh: float = 1.0, ignore_thresh: float = 0.7, label_smoothing: float = 0.0,
-                 gaussian: bool = False, xy_grad: str = "darknet"):
+    def __init__(
+        self,
+        box: str = "mse",
+        box_weight: float = 1.0,
+        obj_weight: float = 1.0,
+        cls_weight: float = 1.0,
+        iou_thresh: float = 1.0,
+        ignore_thresh: float = 0.7,
+        label_smoothing: float = 0.0,
+        gaussian: bool = False,
+        xy_grad: str = "darknet",
+    ):
         super().__init__()
         if box not in BOX_LOSSES:
             raise ValueError(f"loss.box={box!r}: choose one of {BOX_LOSSES}")
@@ -73,8 +83,14 @@ class YoloLoss(nn.Module):
             out.append((t_idx, a_idx))
         return out
 
-    def forward(self, outputs: list[torch.Tensor], targets: torch.Tensor, anchors: torch.Tensor,
-                strides, scale_x_y: torch.Tensor):
+    def forward(
+        self,
+        outputs: list[torch.Tensor],
+        targets: torch.Tensor,
+        anchors: torch.Tensor,
+        strides,
+        scale_x_y: torch.Tensor,
+    ):
         """``outputs``: raw maps (B, A, H, W, 5 + C); ``targets``: (M, 6) [image, class, x1, y1, x2, y2] in
         input pixels. Returns (total loss, dict of the parts)."""
         bs = outputs[0].shape[0]
@@ -82,7 +98,9 @@ class YoloLoss(nn.Module):
         device = outputs[0].device
         img_size = outputs[0].shape[2] * strides[0]
         # Truth boxes per image, padded, for the ignore mask.
-        counts = torch.bincount(targets[:, 0].long(), minlength=bs) if len(targets) else torch.zeros(bs, dtype=torch.long)
+        counts = (
+            torch.bincount(targets[:, 0].long(), minlength=bs) if len(targets) else torch.zeros(bs, dtype=torch.long)
+        )
         tmax = int(counts.max()) if len(targets) else 0
         truth = torch.zeros(bs, max(tmax, 1), 4, device=device)
         if tmax:
@@ -104,9 +122,14 @@ class YoloLoss(nn.Module):
             if tmax:
                 with torch.no_grad():  # ignore negatives already overlapping a truth well
                     pred_xyxy = cxcywh_to_xyxy(torch.cat([xy, wh], -1)).view(bs, -1, 4)
-                    best_iou = torch.stack([box_iou(pred_xyxy[i], truth[i, : counts[i]]).amax(1)
-                                            if counts[i] else pred_xyxy.new_zeros(pred_xyxy.shape[1])
-                                            for i in range(bs)])
+                    best_iou = torch.stack(
+                        [
+                            box_iou(pred_xyxy[i], truth[i, : counts[i]]).amax(1)
+                            if counts[i]
+                            else pred_xyxy.new_zeros(pred_xyxy.shape[1])
+                            for i in range(bs)
+                        ]
+                    )
                     obj_weight[best_iou.view_as(obj_weight) > self.ignore_thresh] = 0.0
             if assigned is not None and len(assigned[0]):
                 t_idx, a_idx = assigned
@@ -122,7 +145,9 @@ class YoloLoss(nn.Module):
                 if self.xy_grad == "darknet":  # value of act, gradient passed to the raw output unchanged
                     act = ps[:, :2] + (act - ps[:, :2]).detach()
                 mu = torch.cat([act, ps[:, 2:4]], 1)  # predicted tx, ty, tw, th
-                t_coord = torch.cat([cxcy / stride - torch.stack([gx, gy], 1), torch.log(twh / anchors[s][a_idx] + 1e-9)], 1)
+                t_coord = torch.cat(
+                    [cxcy / stride - torch.stack([gx, gy], 1), torch.log(twh / anchors[s][a_idx] + 1e-9)], 1
+                )
                 scale = 2 - (twh[:, 0] * twh[:, 1]) / img_size**2  # Darknet: small boxes weigh more
                 if self.gaussian:
                     sigma = ps[:, 5 + nc : 9 + nc].sigmoid()

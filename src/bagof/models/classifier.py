@@ -1,5 +1,6 @@
 """A backbone with the Darknet classifier head (global average pool -> linear 1x1 conv with bias): the
 classification task's model (``conf/model/classifier.yaml``), whose backbone a detector can start from."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -8,8 +9,9 @@ from .backbones import BACKBONES
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: str, num_classes: int = 1000, width: float = 1.0, depth: float = 1.0,
-                 backbone_act: str = "mish"):
+    def __init__(
+        self, backbone: str, num_classes: int = 1000, width: float = 1.0, depth: float = 1.0, backbone_act: str = "mish"
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone={backbone!r}: choose one of {sorted(BACKBONES)}")

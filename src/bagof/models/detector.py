@@ -1,4 +1,5 @@
 """The YOLO detector: backbone -> neck -> head, plus decoding of raw maps into boxes."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,12 +32,27 @@ class YoloDetector(nn.Module):
     backbone's residual sums learned fast-normalised weighted sums.
     """
 
-    def __init__(self, backbone: str, num_classes: int, anchors: Sequence[Sequence[float]], width: float = 1.0,
-                 depth: float = 1.0, backbone_act: str = "mish", neck_act: str = "leaky", neck: str = "pan",
-                 spp: bool = True, neck_channels: Sequence[int] = (128, 256, 512),
-                 scale_x_y: Sequence[float] = (1.0, 1.0, 1.0), img_size: int | None = None,
-                 anchors_size: int | None = None, specials: dict | None = None, gaussian: bool = False,
-                 csp: bool = True, miwrc: bool = False, backbone_weights: str | None = None):
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        anchors: Sequence[Sequence[float]],
+        width: float = 1.0,
+        depth: float = 1.0,
+        backbone_act: str = "mish",
+        neck_act: str = "leaky",
+        neck: str = "pan",
+        spp: bool = True,
+        neck_channels: Sequence[int] = (128, 256, 512),
+        scale_x_y: Sequence[float] = (1.0, 1.0, 1.0),
+        img_size: int | None = None,
+        anchors_size: int | None = None,
+        specials: dict | None = None,
+        gaussian: bool = False,
+        csp: bool = True,
+        miwrc: bool = False,
+        backbone_weights: str | None = None,
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"model.backbone={backbone!r}: choose one of {sorted(BACKBONES)}")

@@ -14,6 +14,7 @@ command line: ASFF (10) -> RFB (20) -> SAM (30) -> DropBlock (40), our placement
 the paper's Table 5 variants ships with it). Modules in ``bagof.models.layers`` and
 ``bagof.models.necks`` are imported when a special is looked up, so their registrations are found.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,6 +37,7 @@ SPECIALS: dict[str, Special] = {}
 
 def register_special(name: str, rank: int):
     """Registers ``build(channels, act, **options) -> nn.Module`` (a list of maps in, a list out)."""
+
     def deco(fn):
         SPECIALS[name] = Special(name, rank, fn)
         return fn

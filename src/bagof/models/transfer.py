@@ -10,6 +10,7 @@
 Every backbone tensor must come from the source with the same shape (strict loading): a classifier of
 another backbone, width or depth is refused with the keys and shapes that differ, never half-loaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,12 +39,16 @@ def run_id_of(source: str) -> str | None:
 
 def _checkpoint_file(source: str) -> Path:
     if run_id_of(source) is not None:  # models never talk to MLflow: bagof.train.fit fetches the file first
-        raise TransferError(f"model.backbone_weights={source!r} names an MLflow run: fetch its checkpoint first "
-                            "(bagof.checkpoints.fetch_run_checkpoint), as bagof.train.fit does")
+        raise TransferError(
+            f"model.backbone_weights={source!r} names an MLflow run: fetch its checkpoint first "
+            "(bagof.checkpoints.fetch_run_checkpoint), as bagof.train.fit does"
+        )
     path = Path(source).expanduser()
     if not path.is_file():
-        raise TransferError(f"model.backbone_weights={source!r}: no such file, and not an MLflow run "
-                            "(runs:/<run id> or a 32-hex run id)")
+        raise TransferError(
+            f"model.backbone_weights={source!r}: no such file, and not an MLflow run "
+            "(runs:/<run id> or a 32-hex run id)"
+        )
     return path
 
 
@@ -58,7 +63,7 @@ def backbone_state(source: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise TransferError(f"model.backbone_weights: {path} holds no state_dict")
     for prefix in PREFIXES:
-        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if picked:
             return picked
     return dict(state)
@@ -74,15 +79,21 @@ def load_backbone(backbone: nn.Module, source: str) -> int:
     if missing or unexpected or wrong:
         parts = []
         if wrong:
-            parts.append("shapes differ: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                                                       for k in wrong[:3]) + (" ..." if len(wrong) > 3 else ""))
+            parts.append(
+                "shapes differ: "
+                + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
+                + (" ..." if len(wrong) > 3 else "")
+            )
         if missing:
             parts.append(f"{len(missing)} backbone tensors missing from the source (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} source tensors with no place in this backbone (e.g. {unexpected[0]})")
-        raise TransferError(f"model.backbone_weights={source!r} does not match model.backbone "
-                            f"({type(backbone).__name__}): " + "; ".join(parts) +
-                            ". Train the classifier with the same model.backbone, width and depth (scale) as the detector.")
+        raise TransferError(
+            f"model.backbone_weights={source!r} does not match model.backbone "
+            f"({type(backbone).__name__}): "
+            + "; ".join(parts)
+            + ". Train the classifier with the same model.backbone, width and depth (scale) as the detector."
+        )
     backbone.load_state_dict(state, strict=True)
     log.info("backbone initialised from %s (%d tensors)", source, len(state))
     return len(state)

@@ -1,4 +1,5 @@
 """Anchor sets from the reference (REFERENCE.md, "OA"), in pixels of the network input."""
+
 from __future__ import annotations
 
 # YOLOv3 defaults (for 416); the paper's "optimized" anchors for 512.

@@ -3,6 +3,7 @@
 Formulas follow REFERENCE.md ("Box loss"): GIoU (Rezatofighi 2019), DIoU / CIoU (Zheng 2020). The
 CIoU trade-off ``alpha`` is detached, as in the DIoU authors' code.
 """
+
 from __future__ import annotations
 
 import math

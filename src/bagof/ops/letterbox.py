@@ -1,4 +1,5 @@
 """Letterbox resize: keep aspect ratio, pad to a square, and map boxes both ways."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ PAD_VALUE = 114
 class Letterbox:
     """The factors the image was actually resized by (``round(w * s) / w`` and ``round(h * s) / h``,
     not the nominal ``s``: up to half an input pixel apart) and the padding."""
+
     scale_x: float
     scale_y: float
     pad_x: int

@@ -3,6 +3,7 @@
 Written by hand because torchvision's compiled ``nms`` is the only well-kept implementation and
 torchvision cannot be installed beside the CPU build of torch used here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,14 @@ def diou_overlap(box: torch.Tensor, others: torch.Tensor, beta: float = 0.6) -> 
     return iou - distance.clamp(min=0) ** beta
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_keep: int | None = None,
-        method: str = "iou", beta: float = 0.6) -> torch.Tensor:
+def nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    iou_thresh: float,
+    max_keep: int | None = None,
+    method: str = "iou",
+    beta: float = 0.6,
+) -> torch.Tensor:
     """Greedy NMS: indices of kept boxes, by decreasing score (at most ``max_keep``).
 
     Takes the best remaining box, drops every remaining box overlapping it by more than
@@ -47,8 +54,15 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thresh: float, max_keep: 
     return order[torch.stack(keep)]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float,
-                max_keep: int | None = None, method: str = "iou", beta: float = 0.6) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    iou_thresh: float,
+    max_keep: int | None = None,
+    method: str = "iou",
+    beta: float = 0.6,
+) -> torch.Tensor:
     """Class-aware NMS: boxes of different classes never suppress each other. Each class is moved to its
     own region by an offset of the coordinates' whole range (boxes are not clipped yet and may be
     negative: an offset of ``max + 1`` alone would let classes overlap)."""

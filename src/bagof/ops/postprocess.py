@@ -1,4 +1,5 @@
 """Decoded predictions -> per-image detections (score threshold, class-aware NMS, top-k)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,15 @@ from .boxes import cxcywh_to_xyxy
 from .nms import batched_nms
 
 
-def postprocess(decoded: torch.Tensor, conf_thresh: float = 0.001, iou_thresh: float = 0.45, max_det: int = 300,
-                max_candidates: int = 3000, nms: str = "iou", beta_nms: float = 0.6) -> list[torch.Tensor]:
+def postprocess(
+    decoded: torch.Tensor,
+    conf_thresh: float = 0.001,
+    iou_thresh: float = 0.45,
+    max_det: int = 300,
+    max_candidates: int = 3000,
+    nms: str = "iou",
+    beta_nms: float = 0.6,
+) -> list[torch.Tensor]:
     """``decoded`` (B, N, 5 + C) from ``YoloDetector.decode`` -> list of (K, 6) [x1, y1, x2, y2, score, class].
 
     Score = objectness x class probability; every class above ``conf_thresh`` is a candidate (as in

@@ -11,6 +11,7 @@ study; ``search.n_trials`` is the number of finished trials to reach (concurrent
 it by their in-flight trials). The first trial of a new study is the base config's own values, so the
 study shows the default hyperparameters' fitness beside the best.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,18 @@ from optuna.trial import TrialState
 from ..config import compose_config as compose_any
 from ..errors import BagofError
 from ..features import check_features
-from ..launch import (TAG_KIND, Interrupted, WorkerPool, experiment_id, fail_abandoned, hardware, interruptible,
-                      open_store, owner_tags, store_lock)
+from ..launch import (
+    TAG_KIND,
+    Interrupted,
+    WorkerPool,
+    experiment_id,
+    fail_abandoned,
+    hardware,
+    interruptible,
+    open_store,
+    owner_tags,
+    store_lock,
+)
 from .evolve import EvolveSampler
 from .space import SearchSpace
 
@@ -69,8 +80,11 @@ def holdout_overrides(cfg: DictConfig) -> list[str]:
     says so, since hyperparameters chosen on the reported split flatter the GA rows."""
     tune = cfg.data.get("tune")
     if not tune:
-        log.warning("data=%s has no data.tune hold-out: the search scores trials on data.val, the split the "
-                    "tables report (selection bias in the GA rows)", cfg.data.name)
+        log.warning(
+            "data=%s has no data.tune hold-out: the search scores trials on data.val, the split the "
+            "tables report (selection bias in the GA rows)",
+            cfg.data.name,
+        )
         return []
     flat = _flatten(OmegaConf.to_container(tune, resolve=True), "data")
     return [f"{k}={v}" for k, v in flat.items()]
@@ -149,17 +163,28 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
     weights = dict(s.fitness)
     with _init_lock(cfg):  # several drivers starting at once must not both create the stores' tables
         storage = make_storage(s.storage)
-        study = optuna.create_study(storage=storage, sampler=make_sampler(s, space), study_name=s.study,
-                                    direction="maximize", load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            sampler=make_sampler(s, space),
+            study_name=s.study,
+            direction="maximize",
+            load_if_exists=True,
+        )
     uri = cfg.logger.tracking_uri
     client = open_store(uri, cfg.paths.root)
     exp = experiment_id(client, s.experiment, cfg.logger.artifact_location, store_lock(uri, cfg.paths.root))
     fail_abandoned(client, [exp])
     holdout = holdout_overrides(cfg)
     if not study.user_attrs:
-        for k, v in {"data": cfg.data.name, "scale": cfg.scale.name, "fitness": str(weights), "sampler": s.sampler,
-                     "fraction": s.fraction, "overrides": " ".join(overrides),
-                     "holdout": " ".join(holdout) or "data.val"}.items():
+        for k, v in {
+            "data": cfg.data.name,
+            "scale": cfg.scale.name,
+            "fitness": str(weights),
+            "sampler": s.sampler,
+            "fraction": s.fraction,
+            "overrides": " ".join(overrides),
+            "holdout": " ".join(holdout) or "data.val",
+        }.items():
             study.set_user_attr(k, v)
     stale = fail_stale_trials(study)
     if stale:
@@ -170,9 +195,19 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
     base = [o for o in overrides if not o.startswith(("hydra", "search.", "+search", "experiment="))]
     base += holdout
 
-    parent = client.create_run(exp, run_name=f"{s.study} {time.strftime('%Y-%m-%d %H:%M')}", tags={
-        TAG_KIND: "search", "study": s.study, "sampler": s.sampler, "storage": s.storage, "hardware": hardware(),
-        "command": command or " ".join(shlex.quote(a) for a in sys.argv), **owner_tags()})
+    parent = client.create_run(
+        exp,
+        run_name=f"{s.study} {time.strftime('%Y-%m-%d %H:%M')}",
+        tags={
+            TAG_KIND: "search",
+            "study": s.study,
+            "sampler": s.sampler,
+            "storage": s.storage,
+            "hardware": hardware(),
+            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+            **owner_tags(),
+        },
+    )
     pid = parent.info.run_id
     client.log_param(pid, "trial_epochs", epochs)
     client.log_param(pid, "fitness", str(weights))
@@ -193,8 +228,12 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
                 trial.set_user_attr(k, v)
             study.tell(trial, value)
             client.log_metric(child_id, "fitness", value)
-            log.info("trial %d: fitness %.4f (%s)", trial.number, value,
-                     "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
+            log.info(
+                "trial %d: fitness %.4f (%s)",
+                trial.number,
+                value,
+                "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()),
+            )
         else:
             failures += 1
             study.tell(trial, state=TrialState.FAIL)
@@ -209,15 +248,26 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
                     trial = study.ask(space.distributions())
                     trial.set_user_attr("host", socket.gethostname())
                     trial.set_user_attr("pid", os.getpid())
-                    child = client.create_run(exp, run_name=f"{s.study} #{trial.number}", tags={
-                        "mlflow.parentRunId": pid, TAG_KIND: "trial", "study": s.study, "trial": str(trial.number),
-                        **owner_tags()})
+                    child = client.create_run(
+                        exp,
+                        run_name=f"{s.study} #{trial.number}",
+                        tags={
+                            "mlflow.parentRunId": pid,
+                            TAG_KIND: "trial",
+                            "study": s.study,
+                            "trial": str(trial.number),
+                            **owner_tags(),
+                        },
+                    )
                     cid = child.info.run_id
                     for k, v in trial.params.items():
                         client.log_param(cid, f"ga.{k}", v)
                     try:
-                        tcfg = compose_any(base + space.overrides(trial.params)
-                                           + [f"train.max_epochs={epochs}", f"experiment={s.experiment}"])
+                        tcfg = compose_any(
+                            base
+                            + space.overrides(trial.params)
+                            + [f"train.max_epochs={epochs}", f"experiment={s.experiment}"]
+                        )
                         check_features(tcfg)
                         y = OmegaConf.to_yaml(tcfg, resolve=True)
                     except Exception as e:  # a gene that makes a bad config: the trial fails, the search goes on
@@ -238,18 +288,29 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
     return _conclude(study, cfg, client, pid, time.time() - t0, interrupted)
 
 
-def _conclude(study: optuna.Study, cfg: DictConfig, client, pid: str, seconds: float,
-              interrupted: Interrupted | None = None) -> SearchResult:
+def _conclude(
+    study: optuna.Study, cfg: DictConfig, client, pid: str, seconds: float, interrupted: Interrupted | None = None
+) -> SearchResult:
     s = cfg.search
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     if interrupted is not None:  # an unfinished search writes no hyperparameters: resume it with the same command
         client.log_metric(pid, "minutes", seconds / 60)
         client.set_terminated(pid, "KILLED")
-        log.error("%s: %d trials finished so far; run the same command to resume (nothing written)", s.study,
-                  len(complete))
-        return SearchResult(s.study, max((t.value for t in complete), default=math.nan), {}, None, len(complete),
-                            len(failed), None, pid, interrupted)
+        log.error(
+            "%s: %d trials finished so far; run the same command to resume (nothing written)", s.study, len(complete)
+        )
+        return SearchResult(
+            s.study,
+            max((t.value for t in complete), default=math.nan),
+            {},
+            None,
+            len(complete),
+            len(failed),
+            None,
+            pid,
+            interrupted,
+        )
     if not complete:
         client.set_terminated(pid, "FAILED")
         raise SearchError(f"study {s.study!r} has no finished trial ({len(failed)} failed): see the MLflow runs")
@@ -270,8 +331,16 @@ def _conclude(study: optuna.Study, cfg: DictConfig, client, pid: str, seconds: f
     client.log_artifact(pid, str(out))
     client.log_artifact(pid, str(plot))
     client.set_terminated(pid, "FINISHED")
-    log.info("%s: best trial %d, fitness %.4f (defaults: %s); %d finished, %d failed; wrote %s", s.study, best.number,
-             best.value, f"{default:.4f}" if default is not None else "n/a", len(complete), len(failed), out)
+    log.info(
+        "%s: best trial %d, fitness %.4f (defaults: %s); %d finished, %d failed; wrote %s",
+        s.study,
+        best.number,
+        best.value,
+        f"{default:.4f}" if default is not None else "n/a",
+        len(complete),
+        len(failed),
+        out,
+    )
     return SearchResult(s.study, best.value, dict(best.params), default, len(complete), len(failed), out, pid)
 
 
@@ -294,7 +363,8 @@ def write_hparams(path: Path, params: dict, space: SearchSpace, study, cfg: Dict
         f"scale={cfg.scale.name}, each trial {s.fraction:.0%} of the schedule, trained and scored on",
         f"# {study.user_attrs.get('holdout', 'data.val')},",
         f"# fitness {dict(s.fitness)}: best trial {best.number} = {best.value:.4f}"
-        + (f", the defaults' trial = {default:.4f}" if default is not None else "") + f"; {time.strftime('%Y-%m-%d')}.",
+        + (f", the defaults' trial = {default:.4f}" if default is not None else "")
+        + f"; {time.strftime('%Y-%m-%d')}.",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(head) + "\n" + OmegaConf.to_yaml(OmegaConf.create(nested)))

@@ -10,6 +10,7 @@ share a study (whose trial numbers are unique) never propose the same candidate.
 Optuna's sampler API because Optuna ships no multiplicative-mutation GA; NSGAIISampler (crossover +
 mutation) is the library alternative, selectable in config.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,15 @@ from optuna.trial import TrialState
 
 
 class EvolveSampler(BaseSampler):
-    def __init__(self, gains: dict[str, float] | None = None, top: int = 5, mutation_prob: float = 0.8,
-                 sigma: float = 0.2, clip: tuple[float, float] = (0.3, 3.0), seed: int | None = None):
+    def __init__(
+        self,
+        gains: dict[str, float] | None = None,
+        top: int = 5,
+        mutation_prob: float = 0.8,
+        sigma: float = 0.2,
+        clip: tuple[float, float] = (0.3, 3.0),
+        seed: int | None = None,
+    ):
         self.gains = dict(gains or {})
         self.top, self.mutation_prob, self.sigma, self.clip = top, mutation_prob, sigma, tuple(clip)
         self.seed = seed

@@ -4,6 +4,7 @@
 gene); ``broadcast: n`` writes the value as a list of n copies (e.g. one grid-sensitivity factor for
 the three ``model.scale_x_y`` entries). Values become Hydra overrides ``++key=value``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

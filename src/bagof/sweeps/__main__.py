@@ -6,13 +6,14 @@ Reports go to ``reports/`` only from the configuration its committed tables came
 ``ARGS=...``) writes to ``outputs/reports/<scale>-<data>[-<overrides hash>]/``, so a smoke run never replaces
 a committed result. Ctrl-C or SIGTERM: the runs in flight are killed, the report is written for what finished,
 and the command exits 130 / 143."""
+
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shlex
-import logging
 import sys
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
@@ -34,7 +35,8 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
         reused = sum(1 for p in runs if p != parent_id)
         header["training time of the reported runs"] = (
             f"{sum(r.minutes for r in results):.0f} min over {len(runs)} runs"
-            + (f" ({reused} trained by earlier invocations and reused from the cache)" if reused else ""))
+            + (f" ({reused} trained by earlier invocations and reused from the cache)" if reused else "")
+        )
     if interrupted is not None:
         header["interrupted"] = f"by {interrupted}: rows without a finished run are reported as not run"
     out_dir, committed = report_dir(sweep, inv, out)
@@ -65,35 +67,58 @@ def _auto(a) -> AutoSeeds | None:
             raise SweepError(f"--budget {a.budget}: minutes or hours, e.g. 120m or 2h")
         budget = float(m.group(1)) * (60 if m.group(2) == "h" else 1)
     if not 2 <= a.min_seeds <= a.max_seeds:
-        raise SweepError(f"SEEDS=auto needs 2 <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): an "
-                         "interval needs two seeds")
+        raise SweepError(
+            f"SEEDS=auto needs 2 <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): an "
+            "interval needs two seeds"
+        )
     return AutoSeeds(a.ci, a.min_seeds, a.max_seeds, budget)
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    p = argparse.ArgumentParser(prog="python -m bagof.sweeps", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bagof.sweeps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train the table's rows (reusing finished runs) and write the report")
     r.add_argument("sweep")
     r.add_argument("--scale", default="cpu", help="smoke | cpu | paper")
     r.add_argument("--data", default=None, help="data config (default: the sweep file's `data`)")
-    r.add_argument("--seeds", default="1", help="seeds per row, or auto: added in rounds where the paired 95%% "
-                   "interval is wider than --ci (see --min-seeds, --max-seeds, --budget)")
-    r.add_argument("--ci", type=float, default=1.5, help="SEEDS=auto: target half-width of the paired 95%% "
-                   "interval, in points (default 1.5)")
+    r.add_argument(
+        "--seeds",
+        default="1",
+        help="seeds per row, or auto: added in rounds where the paired 95%% "
+        "interval is wider than --ci (see --min-seeds, --max-seeds, --budget)",
+    )
+    r.add_argument(
+        "--ci",
+        type=float,
+        default=1.5,
+        help="SEEDS=auto: target half-width of the paired 95%% interval, in points (default 1.5)",
+    )
     r.add_argument("--min-seeds", type=int, default=3, help="SEEDS=auto: seeds every row starts with")
     r.add_argument("--max-seeds", type=int, default=8, help="SEEDS=auto: seeds a row gets at most")
     r.add_argument("--budget", default=None, help="SEEDS=auto: time budget (e.g. 120m, 2h); no run starts after it")
     r.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
     r.add_argument("--force", action="store_true", help="retrain even when a finished identical run exists")
-    r.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
-                   help="where rows run: local processes, SLURM jobs (submitit), or submitit's local mode")
-    r.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                   help="a submitit/SLURM option, repeatable: --slurm partition=gpu --slurm gpus_per_node=1")
-    r.add_argument("--out", default=None, help="report folder (default: reports/ for the committed configuration, "
-                   "else outputs/reports/<scale>-<data>/)")
+    r.add_argument(
+        "--launcher",
+        default="local",
+        choices=["local", "slurm", "submitit-local"],
+        help="where rows run: local processes, SLURM jobs (submitit), or submitit's local mode",
+    )
+    r.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a submitit/SLURM option, repeatable: --slurm partition=gpu --slurm gpus_per_node=1",
+    )
+    r.add_argument(
+        "--out",
+        default=None,
+        help="report folder (default: reports/ for the committed configuration, else outputs/reports/<scale>-<data>/)",
+    )
     r.add_argument("overrides", nargs="*", help="Hydra overrides applied to every row")
     rep = sub.add_parser("report", help="rebuild the report from the MLflow store, without training")
     rep.add_argument("sweep")
@@ -111,9 +136,18 @@ def main(argv=None) -> int:
         sweep = load_sweep(a.sweep)
         if a.cmd == "run":
             auto = _auto(a)
-            inv = Invocation(a.scale, a.data or sweep.data, auto.min_seeds if auto else int(a.seeds), a.jobs, a.force,
-                             tuple(a.overrides), a.launcher, tuple(a.slurm),
-                             command="python -m bagof.sweeps " + shlex.join(argv), auto=auto)
+            inv = Invocation(
+                a.scale,
+                a.data or sweep.data,
+                auto.min_seeds if auto else int(a.seeds),
+                a.jobs,
+                a.force,
+                tuple(a.overrides),
+                a.launcher,
+                tuple(a.slurm),
+                command="python -m bagof.sweeps " + shlex.join(argv),
+                auto=auto,
+            )
             report_dir(sweep, inv, a.out)  # refuse a folder of committed results before training, not after
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -126,22 +160,30 @@ def main(argv=None) -> int:
         return _finish(sweep, inv, client, exp_id, parent_id, a.out, interrupted)
     exp = client.get_experiment_by_name(sweep.name)
     if exp is None:
-        print(f"error: no MLflow experiment {sweep.name!r} in {base.logger.tracking_uri}; run `make {sweep.name}` "
-              "first", file=sys.stderr)
+        print(
+            f"error: no MLflow experiment {sweep.name!r} in {base.logger.tracking_uri}; run `make {sweep.name}` first",
+            file=sys.stderr,
+        )
         return 2
     if a.parent:
         parent = client.get_run(a.parent)
     else:
-        found = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'table'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
+        found = client.search_runs(
+            [exp.experiment_id], f"tags.`{TAG_KIND}` = 'table'", order_by=["attributes.start_time DESC"], max_results=1
+        )
         if not found:
             print(f"error: experiment {sweep.name!r} has no table invocation to report", file=sys.stderr)
             return 2
         parent = found[0]
     t = parent.data.tags
-    inv = Invocation(t["scale"], t["data"], int(t["seeds"]), extra=tuple(t.get("extra_overrides", "").split()),
-                     auto=AutoSeeds(**json.loads(t["auto_seeds"])) if t.get("auto_seeds") else None,
-                     row_seeds=json.loads(t.get("row_seeds", "{}")))
+    inv = Invocation(
+        t["scale"],
+        t["data"],
+        int(t["seeds"]),
+        extra=tuple(t.get("extra_overrides", "").split()),
+        auto=AutoSeeds(**json.loads(t["auto_seeds"])) if t.get("auto_seeds") else None,
+        row_seeds=json.loads(t.get("row_seeds", "{}")),
+    )
     try:
         report_dir(sweep, inv, a.out)
     except SweepError as e:

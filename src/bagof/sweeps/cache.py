@@ -2,11 +2,12 @@
 
 Keys that do not change results (paths, logging, progress bars, loader workers, threads) are left out,
 and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
-A scale preset's settings for the search (``scale.ga_fraction``) and for other tasks
-(``scale.classify``) act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is read by the
-search alone, and ``task: detect`` / ``model.backbone_weights: null`` are what a config without those keys meant
-before they existed (0.2.0 runs keep their hashes).
+A scale preset's settings for the search (``scale.ga_fraction``) and for other tasks (``scale.classify``)
+act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is
+read by the search alone, and ``task: detect`` / ``model.backbone_weights: null`` / ``model.specials: {}``
+are what a config without those keys meant before they existed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,4 +46,6 @@ def identity(cfg: DictConfig) -> dict:
         data.pop("task")
     if data.get("model", {}).get("backbone_weights", "") is None:  # as a config without the key meant
         data["model"].pop("backbone_weights")
+    if data.get("model", {}).get("specials", None) == {}:  # no special applied: as before the key existed
+        data["model"].pop("specials")
     return data

@@ -1,6 +1,7 @@
 """Renders a table: reproduced mean ± std and 95% CI over seeds beside the paper's figures, the paired
 difference from the baseline row, Markdown + CSV + a PNG plot. Reads everything from MLflow, so it
 can be rebuilt without training (`make report TABLE=4`)."""
+
 from __future__ import annotations
 
 import csv
@@ -24,10 +25,10 @@ from .spec import Row, Sweep, SweepError
 @dataclass
 class RowResult:
     row: Row
-    status: str                          # done / failed / not implemented / not run
+    status: str  # done / failed / not implemented / not run
     values: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> seed -> value (percent)
     note: str = ""
-    minutes: float = 0.0                 # training time of the runs reported
+    minutes: float = 0.0  # training time of the runs reported
     parents: list[str] = field(default_factory=list)  # the invocation (parent run) each reported run came from
 
     def n(self, metric: str) -> int:
@@ -64,9 +65,13 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
                 continue
             run = find_row(client, exp_id, chash, seed)
             if run is None:
-                ended = client.search_runs([exp_id], f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
-                                           f"tags.code_version = '{CODE_VERSION}' and attributes.status != 'FINISHED'",
-                                           order_by=["attributes.start_time DESC"], max_results=5)
+                ended = client.search_runs(
+                    [exp_id],
+                    f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
+                    f"tags.code_version = '{CODE_VERSION}' and attributes.status != 'FINISHED'",
+                    order_by=["attributes.start_time DESC"],
+                    max_results=5,
+                )
                 failed = [r for r in ended if r.info.status == "FAILED"]  # a KILLED run (interrupted) is "not run"
                 if failed:
                     errors.append(failed[0].data.tags.get("error", "failed"))
@@ -138,8 +143,12 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
     base = next((r for r in results if r.row.label == sweep.baseline), None)
     key = sweep.metrics[0]
     base_paper = base.row.paper.get(key) if base else None
-    cols = ["row"] + [f"paper {m}" for m in sweep.metrics] + [f"{m} (mean ± std)" for m in sweep.metrics] + \
-           [f"{key} 95% CI", f"Δ{key} vs baseline (paired)", f"paper Δ{key}", "seeds", "status"]
+    cols = (
+        ["row"]
+        + [f"paper {m}" for m in sweep.metrics]
+        + [f"{m} (mean ± std)" for m in sweep.metrics]
+        + [f"{key} 95% CI", f"Δ{key} vs baseline (paired)", f"paper Δ{key}", "seeds", "status"]
+    )
     table = []
     for r in results:
         cells = [r.row.label] + [f"{r.row.paper[m]:.1f}" if m in r.row.paper else "" for m in sweep.metrics]
@@ -152,24 +161,38 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
         d = _paired_diff(r, base, key) if base is not None and r is not base else None
         cells.append("" if d is None else (f"{d[0]:+.1f}" + (f" ± {d[2]:.1f}" if not math.isnan(d[2]) else "")))
         pd = r.row.paper.get(key)
-        cells.append(f"{pd - base_paper:+.1f}" if base is not None and r is not base and pd is not None and base_paper is not None else "")
+        cells.append(
+            f"{pd - base_paper:+.1f}"
+            if base is not None and r is not base and pd is not None and base_paper is not None
+            else ""
+        )
         cells.append(str(r.n(key)))
         status = r.status + (f": {r.note}" if r.note else "")
         if inv.auto is not None and r is not base and r.status == "done":
             hw = d[2] if d is not None else math.nan
-            status += (f", resolved (±{hw:.1f} ≤ ±{inv.auto.target:g})" if hw <= inv.auto.target
-                       else f", not resolved (±{hw:.1f})" if not math.isnan(hw) else ", not resolved")
+            status += (
+                f", resolved (±{hw:.1f} ≤ ±{inv.auto.target:g})"
+                if hw <= inv.auto.target
+                else f", not resolved (±{hw:.1f})"
+                if not math.isnan(hw)
+                else ", not resolved"
+            )
         cells.append(status.replace("|", "/"))
         table.append(cells)
     # the CSV carries the key metric as plain numbers beside the formatted text columns
     csv_rows = [cols + [f"{key}_{c}" for c in NUMERIC]] + [
-        cells + numeric_columns(sweep, r, base) for cells, r in zip(table, results)]
+        cells + numeric_columns(sweep, r, base) for cells, r in zip(table, results)
+    ]
     md = [f"# {sweep.title}", ""]
     md += [f"- **{k}**: {v}" for k, v in header.items()]
     paper_data = "ImageNet" if sweep.task == "classification" else "MS COCO"
-    md += ["", f"Figures in percent. Paper: {paper_data} at full scale. Reproduced: mean ± standard deviation over seeds; "
-           f"the 95% interval is Student's t over seeds; Δ is the difference from the baseline row "
-           f"({sweep.baseline}) paired by seed, ± its 95% half-interval.", ""]
+    md += [
+        "",
+        f"Figures in percent. Paper: {paper_data} at full scale. Reproduced: mean ± standard deviation over seeds; "
+        f"the 95% interval is Student's t over seeds; Δ is the difference from the baseline row "
+        f"({sweep.baseline}) paired by seed, ± its 95% half-interval.",
+        "",
+    ]
     md.append("| " + " | ".join(cols) + " |")
     md.append("|" + "|".join("---" for _ in cols) + "|")
     md += ["| " + " | ".join(c for c in cells) + " |" for cells in table]
@@ -189,12 +212,25 @@ def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
     for i, r in enumerate(rows):
         d = _paired_diff(r, base, key) if base is not None else None
         if d is not None:
-            ax.errorbar(d[0], i, xerr=0 if math.isnan(d[2]) else d[2], fmt="o", color="tab:blue", capsize=3,
-                        label="reproduced (95% CI)" if i == 0 or not ax.get_legend_handles_labels()[1] else None)
+            ax.errorbar(
+                d[0],
+                i,
+                xerr=0 if math.isnan(d[2]) else d[2],
+                fmt="o",
+                color="tab:blue",
+                capsize=3,
+                label="reproduced (95% CI)" if i == 0 or not ax.get_legend_handles_labels()[1] else None,
+            )
         pd = r.row.paper.get(key)
         if base is not None and pd is not None and key in base.row.paper:
-            ax.plot(pd - base.row.paper[key], i, "x", color="tab:red", markersize=8,
-                    label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None)
+            ax.plot(
+                pd - base.row.paper[key],
+                i,
+                "x",
+                color="tab:red",
+                markersize=8,
+                label="paper" if "paper" not in ax.get_legend_handles_labels()[1] else None,
+            )
         if r.status != "done":
             ax.text(0, i, f"  {r.status}", va="center", fontsize=7, color="gray")
     ax.axvline(0, color="black", lw=0.8)
@@ -230,15 +266,18 @@ def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bo
         return root / "outputs" / "reports" / tag, False
     target = Path(out).resolve()
     if target == (root / "reports").resolve() and not mine:
-        raise SweepError(f"{out} holds the committed {sweep.name} (scale={sweep.report_scale}, data={sweep.data}, no "
-                         f"extra overrides); this invocation (scale={inv.scale}, data={inv.data}"
-                         f"{', ' + ' '.join(inv.extra) if inv.extra else ''}) would replace it: leave --out unset "
-                         f"(it writes to outputs/reports/) or name another folder")
+        raise SweepError(
+            f"{out} holds the committed {sweep.name} (scale={sweep.report_scale}, data={sweep.data}, no "
+            f"extra overrides); this invocation (scale={inv.scale}, data={inv.data}"
+            f"{', ' + ' '.join(inv.extra) if inv.extra else ''}) would replace it: leave --out unset "
+            f"(it writes to outputs/reports/) or name another folder"
+        )
     return target, mine and target == (root / "reports").resolve()
 
 
-def write_report(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, out_dir: Path,
-                 discussion: bool = False) -> list[Path]:
+def write_report(
+    sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, out_dir: Path, discussion: bool = False
+) -> list[Path]:
     """Writes tableN.{md,csv,png}; the hand-written tableN.discussion.md is appended only to the committed
     report (``discussion``), whose numbers it discusses."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,9 +299,15 @@ def header_for(inv: Invocation, tags: dict, minutes: float | None) -> dict:
     if inv.auto is not None:
         used = sorted(set(inv.row_seeds.values()) | {inv.seeds})
         seeds = f"{inv.auto.describe()}; used {used[0]} to {used[-1]} per row (the column seeds)"
-    h = {"command": f"`{tags.get('command', '')}`", "scale": inv.scale, "data": inv.data,
-         "seeds": seeds, "hardware": tags.get("hardware", ""),
-         "code version": tags.get("code_version", CODE_VERSION), "generated": time.strftime("%Y-%m-%d %H:%M")}
+    h = {
+        "command": f"`{tags.get('command', '')}`",
+        "scale": inv.scale,
+        "data": inv.data,
+        "seeds": seeds,
+        "hardware": tags.get("hardware", ""),
+        "code version": tags.get("code_version", CODE_VERSION),
+        "generated": time.strftime("%Y-%m-%d %H:%M"),
+    }
     if inv.extra:
         h["extra overrides"] = " ".join(inv.extra)
     if minutes is not None:

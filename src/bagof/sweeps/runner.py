@@ -7,6 +7,7 @@ other, and the report is written for what finished. A child run is created when 
 claim on the store: an invocation that finds the same (config hash, seed) RUNNING for another live
 invocation waits for it and reuses its result instead of training it twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import CONFIG_DIR
 from ..features import check_features
-from ..launch import (TAG_KIND, Interrupted, WorkerPool, experiment_id, fail_abandoned, hardware, interruptible,
-                      open_store, owner_alive, owner_tags, store_lock, tracking_uri)
+from ..launch import (
+    TAG_KIND,
+    Interrupted,
+    WorkerPool,
+    experiment_id,
+    fail_abandoned,
+    hardware,
+    interruptible,
+    open_store,
+    owner_alive,
+    owner_tags,
+    store_lock,
+    tracking_uri,
+)
 from .cache import CODE_VERSION, config_hash
 from .spec import TASKS, Row, Sweep
 
 log = logging.getLogger("bagof.sweeps")
 WAIT_POLL = 5.0  # seconds between looks at a run another invocation is training
+
 
 @dataclass
 class AutoSeeds:
@@ -43,6 +57,7 @@ class AutoSeeds:
     at ``max_seeds``, or when the time budget is spent (no job starts after it; jobs in flight finish).
     Stopping once an interval is narrow enough (optional stopping) makes the reported intervals somewhat
     optimistic; the report says so."""
+
     target: float = 1.5
     min_seeds: int = 3
     max_seeds: int = 8
@@ -50,15 +65,18 @@ class AutoSeeds:
 
     def describe(self) -> str:
         budget = f", time budget {self.budget_min:.0f} min" if self.budget_min else ""
-        return (f"auto: {self.min_seeds} seeds per row, then one more per round for each row whose paired 95% "
-                f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}. Caveat: "
-                "stopping once an interval is narrow enough (optional stopping) makes the intervals of rows that "
-                "stopped early somewhat optimistic")
+        return (
+            f"auto: {self.min_seeds} seeds per row, then one more per round for each row whose paired 95% "
+            f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}. Caveat: "
+            "stopping once an interval is narrow enough (optional stopping) makes the intervals of rows that "
+            "stopped early somewhat optimistic"
+        )
 
 
 @dataclass
 class Invocation:
     """What a `make tableN` call asked for; stored as the parent run's params and tags."""
+
     scale: str
     data: str
     seeds: int
@@ -67,17 +85,25 @@ class Invocation:
     extra: tuple[str, ...] = ()
     launcher: str = "local"
     slurm: tuple[str, ...] = ()  # key=value options for submitit (partition=..., gpus_per_node=...)
-    command: str = ""            # the command line, for the report's header
+    command: str = ""  # the command line, for the report's header
     auto: AutoSeeds | None = None
     row_seeds: dict[str, int] = field(default_factory=dict)  # seeds per row when they differ (SEEDS=auto)
-    priority: list[str] = field(default_factory=list)        # rows to queue first (SEEDS=auto: widest first)
+    priority: list[str] = field(default_factory=list)  # rows to queue first (SEEDS=auto: widest first)
 
     def seeds_of(self, label: str) -> int:
         return self.row_seeds.get(label, self.seeds)
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
-        return [f"task={TASKS[sweep.task]}", f"data={self.data}", f"scale={self.scale}", *sweep.overrides,
-                *row.hydra_overrides(self.scale), *self.extra, f"seed={seed}", f"experiment={sweep.name}"]
+        return [
+            f"task={TASKS[sweep.task]}",
+            f"data={self.data}",
+            f"scale={self.scale}",
+            *sweep.overrides,
+            *row.hydra_overrides(self.scale),
+            *self.extra,
+            f"seed={seed}",
+            f"experiment={sweep.name}",
+        ]
 
 
 def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int, extra: list[str] = ()) -> DictConfig:
@@ -96,9 +122,12 @@ def find_finished(client, exp_id: str | None, chash: str, seed: int, kinds=("row
     ids = [exp_id] if exp_id else [e.experiment_id for e in client.search_experiments()]
     for k in kinds:
         runs = client.search_runs(
-            ids, f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and tags.code_version = '{CODE_VERSION}' "
-            f"and tags.`{TAG_KIND}` = '{k}' and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-            max_results=1)
+            ids,
+            f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and tags.code_version = '{CODE_VERSION}' "
+            f"and tags.`{TAG_KIND}` = '{k}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if runs:
             return runs[0]
     return None
@@ -132,22 +161,22 @@ def backbone_from(client, sweep: Sweep, row: Row, inv: Invocation, seed: int) ->
     return [f"model.backbone_weights=runs:/{run.info.run_id}"]
 
 
-
-
 @dataclass
 class Job:
     """One run to train: its record (shared with the report), its resolved config and identity."""
+
     rec: dict
     cfg_yaml: str
     chash: str
     seed: int
-    kind: str = "row"              # "row" or "pretrain"
+    kind: str = "row"  # "row" or "pretrain"
     tags: dict = field(default_factory=dict)
 
 
 @dataclass
 class Store:
     """The store this invocation writes to, opened once."""
+
     client: object
     lock: object
     exp_id: str
@@ -175,14 +204,31 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
     cmd = inv.command or " ".join(shlex.quote(a) for a in sys.argv)
     if inv.auto is not None:
         inv.seeds = inv.auto.min_seeds
-    parent = client.create_run(st.exp_id, run_name=f"{sweep.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={
-        TAG_KIND: "table", "scale": inv.scale, "data": inv.data, "seeds": str(inv.seeds),
-        "seeds_rule": inv.auto.describe() if inv.auto else "fixed",
-        **({"auto_seeds": json.dumps(asdict(inv.auto))} if inv.auto else {}),
-        "extra_overrides": " ".join(inv.extra), "command": cmd, "code_version": CODE_VERSION,
-        "hardware": hardware(), **owner_tags()})
+    parent = client.create_run(
+        st.exp_id,
+        run_name=f"{sweep.name} {time.strftime('%Y-%m-%d %H:%M')}",
+        tags={
+            TAG_KIND: "table",
+            "scale": inv.scale,
+            "data": inv.data,
+            "seeds": str(inv.seeds),
+            "seeds_rule": inv.auto.describe() if inv.auto else "fixed",
+            **({"auto_seeds": json.dumps(asdict(inv.auto))} if inv.auto else {}),
+            "extra_overrides": " ".join(inv.extra),
+            "command": cmd,
+            "code_version": CODE_VERSION,
+            "hardware": hardware(),
+            **owner_tags(),
+        },
+    )
     st.parent_id = pid = parent.info.run_id
-    for k, v in {"scale": inv.scale, "data": inv.data, "seeds": inv.seeds, "jobs": inv.jobs, "force": inv.force}.items():
+    for k, v in {
+        "scale": inv.scale,
+        "data": inv.data,
+        "seeds": inv.seeds,
+        "jobs": inv.jobs,
+        "force": inv.force,
+    }.items():
         client.log_param(pid, k, v)
     t0 = time.time()
     threads = max(1, (os.cpu_count() or 1) // max(1, inv.jobs))
@@ -196,15 +242,19 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
                 records.clear()
                 trained[0] += _train(_pretrain_jobs(sweep, inv, st), inv, threads, st, deadline)
                 jobs = _row_jobs(sweep, inv, st, records)
-                log.info("%s: %d runs to train, %d reused, %d not implemented", sweep.name, len(jobs),
-                         sum(1 for r in records if r.get("cached")), sum(1 for r in records if r.get("reason")))
+                log.info(
+                    "%s: %d runs to train, %d reused, %d not implemented",
+                    sweep.name,
+                    len(jobs),
+                    sum(1 for r in records if r.get("cached")),
+                    sum(1 for r in records if r.get("reason")),
+                )
                 trained[0] += _train(jobs, inv, threads, st, deadline)
                 if inv.auto is None or not _more_seeds(sweep, inv, st, deadline):
                     break
         except Interrupted as e:
             interrupted = e
-            log.error("%s: interrupted by %s: the runs in flight were killed, no other run was started",
-                      sweep.name, e)
+            log.error("%s: interrupted by %s: the runs in flight were killed, no other run was started", sweep.name, e)
     client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
     client.log_metric(pid, "trained_runs", trained[0])
     if inv.row_seeds:
@@ -221,8 +271,14 @@ def _more_seeds(sweep: Sweep, inv: Invocation, st: Store, deadline: float | None
         return False
     widths = half_widths(sweep, collect(sweep, inv, st.client, st.exp_id))
     auto = inv.auto
-    need = sorted(((w, label) for label, w in widths.items()
-                   if (math.isnan(w) or w > auto.target) and inv.seeds_of(label) < auto.max_seeds), reverse=True)
+    need = sorted(
+        (
+            (w, label)
+            for label, w in widths.items()
+            if (math.isnan(w) or w > auto.target) and inv.seeds_of(label) < auto.max_seeds
+        ),
+        reverse=True,
+    )
     if not need:
         log.info("%s: every row resolved at ±%g or at %d seeds", sweep.name, auto.target, auto.max_seeds)
         return False
@@ -233,8 +289,12 @@ def _more_seeds(sweep: Sweep, inv: Invocation, st: Store, deadline: float | None
     if sweep.baseline:
         inv.row_seeds[sweep.baseline] = max(inv.seeds_of(r.label) for r in sweep.rows)
     inv.priority = order
-    log.info("%s: another seed for %d unresolved rows (widest first: %s)", sweep.name, len(order),
-             ", ".join(f"{label} ±{w:.1f}" for w, label in need[:5]))
+    log.info(
+        "%s: another seed for %d unresolved rows (widest first: %s)",
+        sweep.name,
+        len(order),
+        ", ".join(f"{label} ±{w:.1f}" for w, label in need[:5]),
+    )
     return True
 
 
@@ -253,9 +313,18 @@ def _row_jobs(sweep: Sweep, inv: Invocation, st: Store, records: list[dict]) -> 
             except Exception as e:  # a broken override or value, a failed classifier: this row fails, the others run
                 what = "pretraining" if isinstance(e, LookupError) else "config"
                 rec.update(status="FAILED", error=f"{what}: {type(e).__name__}: {str(e).splitlines()[0]}")
-                run = st.client.create_run(st.exp_id, run_name=f"{row.label} s{seed}", tags={
-                    "mlflow.parentRunId": st.parent_id, TAG_KIND: "row", "row": row.label, "seed": str(seed),
-                    "code_version": CODE_VERSION, "error": rec["error"][:500]})
+                run = st.client.create_run(
+                    st.exp_id,
+                    run_name=f"{row.label} s{seed}",
+                    tags={
+                        "mlflow.parentRunId": st.parent_id,
+                        TAG_KIND: "row",
+                        "row": row.label,
+                        "seed": str(seed),
+                        "code_version": CODE_VERSION,
+                        "error": rec["error"][:500],
+                    },
+                )
                 st.client.set_terminated(run.info.run_id, "FAILED")
                 log.error("%s seed %d FAILED: %s", row.label, seed, rec["error"])
                 continue
@@ -293,7 +362,9 @@ def _pretrain_jobs(sweep: Sweep, inv: Invocation, st: Store) -> list[Job]:
             if cached is not None:
                 log.info("%s seed %d: reusing finished classifier %s", label, seed, cached.info.run_id)
                 continue
-            jobs.append(Job({"row": label, "seed": seed}, OmegaConf.to_yaml(cfg, resolve=True), chash, seed, "pretrain"))
+            jobs.append(
+                Job({"row": label, "seed": seed}, OmegaConf.to_yaml(cfg, resolve=True), chash, seed, "pretrain")
+            )
     if jobs:
         log.info("%s: %d classifiers to pretrain first", sweep.name, len(jobs))
     return jobs
@@ -320,19 +391,35 @@ def claim(st: Store, job: Job, force: bool) -> str:
     c = st.client
     scope = None if job.kind == "pretrain" else st.exp_id
     with st.lock:
-        done = (find_finished(c, None, job.chash, job.seed, PRETRAIN_KINDS) if job.kind == "pretrain"
-                else find_row(c, st.exp_id, job.chash, job.seed))
+        done = (
+            find_finished(c, None, job.chash, job.seed, PRETRAIN_KINDS)
+            if job.kind == "pretrain"
+            else find_row(c, st.exp_id, job.chash, job.seed)
+        )
         if done is not None and (not force or done.data.tags.get("mlflow.parentRunId") == st.parent_id):
             job.rec.update(status="FINISHED", run_id=done.info.run_id, cached=True)
             return "reuse"
         ids = [scope] if scope else [e.experiment_id for e in c.search_experiments()]
-        busy = c.search_runs(ids, f"tags.config_hash = '{job.chash}' and tags.seed = '{job.seed}' and "
-                                  f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'RUNNING'")
+        busy = c.search_runs(
+            ids,
+            f"tags.config_hash = '{job.chash}' and tags.seed = '{job.seed}' and "
+            f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'RUNNING'",
+        )
         if any(r.data.tags.get("mlflow.parentRunId") != st.parent_id and owner_alive(r) for r in busy):
             return "wait"
-        run = c.create_run(st.exp_id, run_name=f"{job.rec['row']} s{job.seed}", tags={
-            "mlflow.parentRunId": st.parent_id, TAG_KIND: job.kind, "row": job.rec["row"], "seed": str(job.seed),
-            "config_hash": job.chash, "code_version": CODE_VERSION, **owner_tags()})
+        run = c.create_run(
+            st.exp_id,
+            run_name=f"{job.rec['row']} s{job.seed}",
+            tags={
+                "mlflow.parentRunId": st.parent_id,
+                TAG_KIND: job.kind,
+                "row": job.rec["row"],
+                "seed": str(job.seed),
+                "config_hash": job.chash,
+                "code_version": CODE_VERSION,
+                **owner_tags(),
+            },
+        )
     job.rec.update(run_id=run.info.run_id, status="RUNNING", cached=False)
     return "start"
 
@@ -358,11 +445,15 @@ def _train(jobs: list[Job], inv: Invocation, threads: int, st: Store, deadline: 
                 job = pending.popleft()
                 decision = claim(st, job, inv.force)
                 if decision == "reuse":
-                    log.info("%s seed %d: reusing run %s (finished meanwhile)", job.rec["row"], job.seed,
-                             job.rec["run_id"])
+                    log.info(
+                        "%s seed %d: reusing run %s (finished meanwhile)", job.rec["row"], job.seed, job.rec["run_id"]
+                    )
                 elif decision == "wait":
-                    log.info("%s seed %d: another invocation is training it; waiting for its result",
-                             job.rec["row"], job.seed)
+                    log.info(
+                        "%s seed %d: another invocation is training it; waiting for its result",
+                        job.rec["row"],
+                        job.seed,
+                    )
                     waiting.append(job)
                 else:
                     pool.start(job, job.cfg_yaml, job.rec["run_id"])
@@ -392,5 +483,6 @@ def _record(job: Job, out: dict, client) -> None:
         client.set_terminated(rec["run_id"], "FAILED")
         log.error("%s seed %d FAILED: %s", rec["row"], rec["seed"], out.get("error"))
     else:
-        log.info("%s seed %d done: %s", rec["row"], rec["seed"],
-                 "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items()))
+        log.info(
+            "%s seed %d done: %s", rec["row"], rec["seed"], "  ".join(f"{k} {v:.3f}" for k, v in out["metrics"].items())
+        )

@@ -2,14 +2,16 @@
 
 Row keys: ``label``; ``bof`` / ``bos`` (toggle names, configs in ``conf/bof`` / ``conf/bos``);
 ``overrides`` (plain Hydra overrides); ``scale_overrides`` (``{scale: [overrides]}``, for a row whose
-setting depends on the scale, e.g. splitting the cpu scale's batch into mini-batches); ``paper`` (the paper's figures); optional ``flags`` (the paper's
-columns, for the report), ``not_implemented`` (a reason, for rows needing more than a toggle) and
+setting depends on the scale, e.g. splitting the cpu scale's batch into mini-batches); ``paper`` (the
+paper's figures); optional ``flags`` (the paper's columns, for the report), ``not_implemented`` (a
+reason, for rows needing more than a toggle) and
 ``pretrain`` (Table 6: a classifier to train first, ``{data, bof, bos, overrides}``, whose backbone the
 row's detector starts from; cached like any row, and shared with an identical row of Tables 2-3).
 A row naming a toggle that has no config is a typo and fails the whole sweep at load time (with the
 closest names), unless the row says ``not_implemented: <reason>``: such a row is kept in the report and
 never trained.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -20,7 +22,6 @@ import yaml
 
 from ..config import CONFIG_DIR
 from ..errors import BagofError
-
 
 TASKS = {"detection": "detect", "classification": "classify"}  # sweep file's `task` -> the config's task=
 
@@ -45,14 +46,27 @@ class Row:
         unknown = set(p) - {"data", "bof", "bos", "overrides"}
         if unknown:
             raise SweepError(f"row {self.label!r}: pretrain keys are data, bof, bos, overrides (not {sorted(unknown)})")
-        return Row(label=f"{self.label} / classifier", paper={}, bof=list(p.get("bof", [])),
-                   bos=list(p.get("bos", [])), overrides=list(p.get("overrides", [])))
+        return Row(
+            label=f"{self.label} / classifier",
+            paper={},
+            bof=list(p.get("bof", [])),
+            bos=list(p.get("bos", [])),
+            overrides=list(p.get("overrides", [])),
+        )
 
     def toggles(self) -> list[tuple[str, str]]:
         """(group, name) of every toggle the row and its pretrained classifier name."""
         pre = self.pretrain_row()
-        return [(g, n) for g, names in (("bof", self.bof), ("bos", self.bos), ("bof", pre.bof if pre else []),
-                                        ("bos", pre.bos if pre else [])) for n in names]
+        return [
+            (g, n)
+            for g, names in (
+                ("bof", self.bof),
+                ("bos", self.bos),
+                ("bof", pre.bof if pre else []),
+                ("bos", pre.bos if pre else []),
+            )
+            for n in names
+        ]
 
     def missing(self) -> str | None:
         """Why this row cannot run yet (None when it can)."""
@@ -79,7 +93,7 @@ class Sweep:
     overrides: list[str] = field(default_factory=list)
     baseline: str | None = None
     data: str = "bccd"
-    report_scale: str = "cpu"     # with ``data``: the configuration whose report is committed in reports/
+    report_scale: str = "cpu"  # with ``data``: the configuration whose report is committed in reports/
     path: Path | None = None
 
     def baseline_row(self) -> Row | None:
@@ -106,10 +120,18 @@ def load_sweep(path: str | Path) -> Sweep:
     labels = [r.label for r in rows]
     if len(set(labels)) != len(labels):
         raise SweepError(f"{path}: row labels must be unique, got {labels}")
-    sweep = Sweep(name=path.stem, title=raw.get("title", path.stem), task=raw.get("task", "detection"),
-                  metrics=list(raw.get("metrics", ["AP", "AP50", "AP75"])), rows=rows,
-                  overrides=list(raw.get("overrides", [])), baseline=raw.get("baseline"), data=raw.get("data", "bccd"),
-                  report_scale=raw.get("report_scale", "cpu"), path=path)
+    sweep = Sweep(
+        name=path.stem,
+        title=raw.get("title", path.stem),
+        task=raw.get("task", "detection"),
+        metrics=list(raw.get("metrics", ["AP", "AP50", "AP75"])),
+        rows=rows,
+        overrides=list(raw.get("overrides", [])),
+        baseline=raw.get("baseline"),
+        data=raw.get("data", "bccd"),
+        report_scale=raw.get("report_scale", "cpu"),
+        path=path,
+    )
     for r in rows:
         if r.not_implemented:
             continue
@@ -117,9 +139,11 @@ def load_sweep(path: str | Path) -> Sweep:
             if not (Path(CONFIG_DIR) / group / f"{name}.yaml").is_file():
                 avail = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
                 close = difflib.get_close_matches(name, avail, n=3)
-                raise SweepError(f"{path}: row {r.label!r} names {group} toggle {name!r}, which does not exist"
-                                 f"{f' (did you mean {close}?)' if close else ''}; toggles in conf/{group}/: {avail}. "
-                                 "A row waiting for a toggle not written yet says `not_implemented: <reason>`.")
+                raise SweepError(
+                    f"{path}: row {r.label!r} names {group} toggle {name!r}, which does not exist"
+                    f"{f' (did you mean {close}?)' if close else ''}; toggles in conf/{group}/: {avail}. "
+                    "A row waiting for a toggle not written yet says `not_implemented: <reason>`."
+                )
     if sweep.task not in TASKS:
         raise SweepError(f"{path}: task {sweep.task!r}: choose one of {sorted(TASKS)}")
     if sweep.baseline and sweep.baseline_row() is None:

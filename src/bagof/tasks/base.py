@@ -1,5 +1,6 @@
 """What every task shares: the optimizer (SGD or AdamW, Darknet's decay of conv weights only) and the
 step-wise LR schedule (burn-in, then steps, cosine or poly), built from ``train.optimizer`` / ``train.scheduler``."""
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,9 @@ class TrainingTask(L.LightningModule):
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
         if name == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False))
+            opt = torch.optim.SGD(
+                groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), nesterov=cfg.get("nesterov", False)
+            )
         elif name == "adamw":
             opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(cfg.get("momentum", 0.9), 0.999))
         else:

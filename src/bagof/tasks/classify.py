@@ -1,4 +1,5 @@
 """The classification LightningModule (Tables 2, 3): softmax cross-entropy on soft labels, top-1/top-5."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,10 @@ class ClassificationTask(TrainingTask):
         imgs, targets, _ = batch
         loss = self.loss(self.model(imgs), targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}; "
-                                     "lower train.optimizer.lr or raise train.scheduler.burn_in")
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step}; "
+                "lower train.optimizer.lr or raise train.scheduler.burn_in"
+            )
         self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(imgs))
         return loss
 

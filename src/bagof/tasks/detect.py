@@ -1,4 +1,5 @@
 """The detection LightningModule: training loss, validation decoding, COCO evaluation."""
+
 from __future__ import annotations
 
 import logging
@@ -18,13 +19,22 @@ log = logging.getLogger(__name__)
 
 
 class DetectionTask(TrainingTask):
-    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: dict, scheduler: dict, postprocess: dict,
-                 eval_every: int = 1):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: dict,
+        scheduler: dict,
+        postprocess: dict,
+        eval_every: int = 1,
+    ):
         super().__init__(optimizer, scheduler)
         self.model, self.loss = model, loss
         if getattr(model, "gaussian", False) != getattr(loss, "gaussian", False):
-            raise ValueError("model.gaussian and loss.gaussian must agree (the Gaussian YOLO head needs its loss): "
-                             "use +bos=gaussian, which sets both")
+            raise ValueError(
+                "model.gaussian and loss.gaussian must agree (the Gaussian YOLO head needs its loss): "
+                "use +bos=gaussian, which sets both"
+            )
         self.post_cfg = dict(postprocess)
         self.eval_every = eval_every
         self._results: list[dict] = []
@@ -44,8 +54,10 @@ class DetectionTask(TrainingTask):
         imgs, targets, _ = batch
         loss, parts = self.compute_loss(imgs, targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} (parts {parts}); "
-                                     "lower train.optimizer.lr or raise train.scheduler.burn_in")
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {self.global_step} (parts {parts}); "
+                "lower train.optimizer.lr or raise train.scheduler.burn_in"
+            )
         self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(imgs))
         self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=len(imgs))
         return loss

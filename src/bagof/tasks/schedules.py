@@ -7,6 +7,7 @@ restarts (first period ``t0`` as a fraction of training, each next period ``t_mu
 The factors multiply ``lr0``, so ``min_factor`` is ``lr_min / lr0``. ``poly``: the reference
 classifier's ``(1 - step / total) ** power`` (csdarknet53-omega.cfg: power 4).
 """
+
 from __future__ import annotations
 
 import bisect

@@ -1,4 +1,5 @@
 """Lightning callbacks of our own."""
+
 from __future__ import annotations
 
 import logging
@@ -25,10 +26,24 @@ class EpochSummary(L.Callback):
         m = trainer.callback_metrics
         secs = self._t1 - self._t0
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
-        ap = "".join(f"  {k} {pl_module.last_metrics[k]:.3f}" for k in pl_module.summary_metrics
-                     if k in pl_module.last_metrics) if pl_module.evaluated_now else ""
-        log.info("epoch %d/%d  loss %.3f  lr %.2e  %.1f img/s (training)%s", trainer.current_epoch + 1, trainer.max_epochs,
-                 float(m.get("train/loss_epoch", m.get("train/loss", float("nan")))), lr, self._n / max(secs, 1e-9), ap)
+        ap = (
+            "".join(
+                f"  {k} {pl_module.last_metrics[k]:.3f}"
+                for k in pl_module.summary_metrics
+                if k in pl_module.last_metrics
+            )
+            if pl_module.evaluated_now
+            else ""
+        )
+        log.info(
+            "epoch %d/%d  loss %.3f  lr %.2e  %.1f img/s (training)%s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            float(m.get("train/loss_epoch", m.get("train/loss", float("nan")))),
+            lr,
+            self._n / max(secs, 1e-9),
+            ap,
+        )
 
 
 class _DropTip(logging.Filter):

@@ -1,6 +1,7 @@
 """Lightning's MLflow logger with one change: a successful fit leaves the run RUNNING, and
 ``bagof.train.fit`` marks it FINISHED only after its artifacts and timing are logged, so the result cache
 never reuses a run that was killed in between. Failures are marked FAILED as Lightning does."""
+
 from __future__ import annotations
 
 from lightning.pytorch.loggers import MLFlowLogger as _MLFlowLogger

@@ -1,4 +1,5 @@
 """A picture of predictions on a few validation images (an MLflow artifact)."""
+
 from __future__ import annotations
 
 import cv2
@@ -27,7 +28,15 @@ def draw_predictions(task, dataset, n: int = 4, top_k: int | None = None, size: 
         k = top_k if top_k is not None else max(3, len(boxes))
         for x1, y1, x2, y2, s, c in det[det[:, 4].argsort(descending=True)[:k]].tolist():
             cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 1)
-            cv2.putText(canvas, f"{names[int(c)]} {s:.2f}", (int(x1), max(8, int(y1) - 2)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.3, (0, 255, 0), 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas,
+                f"{names[int(c)]} {s:.2f}",
+                (int(x1), max(8, int(y1) - 2)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.3,
+                (0, 255, 0),
+                1,
+                cv2.LINE_AA,
+            )
         tiles.append(cv2.resize(canvas, (size, size)))
     return np.concatenate(tiles, 1) if tiles else np.zeros((size, size, 3), np.uint8)

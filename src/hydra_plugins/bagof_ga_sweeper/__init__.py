@@ -3,6 +3,7 @@ runs bagof's GA search (bagof.search.driver) with the command's overrides as the
 
 Our own plugin rather than hydra-optuna-sweeper, which pins optuna < 3 (this project uses Optuna 5).
 """
+
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore

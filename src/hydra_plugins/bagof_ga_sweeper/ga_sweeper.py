@@ -1,5 +1,6 @@
 """The sweeper: hands the command's overrides to ``bagof.search.driver.run_search`` (which composes every
 trial itself, through the same compose + ``fit`` path as ``run.py`` and the table sweeps)."""
+
 from __future__ import annotations
 
 import shlex
@@ -25,7 +26,9 @@ class BagofGASweeper(Sweeper):
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
         if res.interrupted is not None:  # the shell's 130 (SIGINT) / 143 (SIGTERM)
-            print(f"interrupted by {res.interrupted}: {res.complete} trials finished; the same command resumes",
-                  file=sys.stderr)
+            print(
+                f"interrupted by {res.interrupted}: {res.complete} trials finished; the same command resumes",
+                file=sys.stderr,
+            )
             raise SystemExit(res.interrupted.exit_code)
         return res

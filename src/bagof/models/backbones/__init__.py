@@ -1,4 +1,5 @@
 """Backbones return feature maps at strides 8, 16, 32 and expose their channels as ``out_channels``."""
+
 from .cspdarknet import CSPDarknet53
 from .cspresnext import CSPResNeXt50
 from .darknet import Darknet53

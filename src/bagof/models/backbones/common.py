@@ -1,4 +1,5 @@
 """Pieces shared by the backbones: width/depth scaling and the residual add."""
+
 from __future__ import annotations
 
 import math

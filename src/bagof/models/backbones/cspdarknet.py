@@ -1,4 +1,5 @@
 """CSPDarknet53, the YOLOv4 backbone (REFERENCE.md "CSPDarknet53"; darknet-cfg ``yolov4.cfg``)."""
+
 from __future__ import annotations
 
 import torch
@@ -49,7 +50,9 @@ class CSPStage(nn.Module):
 
 def dark_stage(c_in: int, c_out: int, n: int, act: str, miwrc: bool = False) -> nn.Sequential:
     """A Darknet53 stage (no CSP): 3x3/2 down, then ``n`` residual blocks at full width."""
-    return nn.Sequential(ConvBNAct(c_in, c_out, 3, 2, act), *(DarkResidual(c_out, c_out // 2, act, miwrc) for _ in range(n)))
+    return nn.Sequential(
+        ConvBNAct(c_in, c_out, 3, 2, act), *(DarkResidual(c_out, c_out // 2, act, miwrc) for _ in range(n))
+    )
 
 
 class CSPDarknet53(Backbone):
@@ -58,8 +61,9 @@ class CSPDarknet53(Backbone):
     DEPTHS = (1, 2, 8, 8, 4)
     WIDTHS = (64, 128, 256, 512, 1024)
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0, act: str = "mish", csp: bool = True,
-                 miwrc: bool = False):
+    def __init__(
+        self, width: float = 1.0, depth: float = 1.0, act: str = "mish", csp: bool = True, miwrc: bool = False
+    ):
         super().__init__()
         s = Scaler(width, depth)
         c = s.c(32)

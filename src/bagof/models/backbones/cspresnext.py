@@ -6,6 +6,7 @@ Stages 2-4 downsample with a grouped 3x3/2 conv. Following the cfg, the two spli
 in stages 2 and 3 and use the activation in stages 1 and 4; the stage-1 block input is 64 wide while
 the block is 128 wide, which Darknet's shortcut handles by adding over the common channels.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,9 @@ class CSPResNeXt50(Backbone):
     PLAIN_DEPTHS = (3, 4, 6, 3)  # ResNeXt50's, for csp=False
     WIDTHS = (128, 256, 512, 1024)  # block width; each stage outputs twice this
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0, act: str = "leaky", csp: bool = True,
-                 miwrc: bool = False):
+    def __init__(
+        self, width: float = 1.0, depth: float = 1.0, act: str = "leaky", csp: bool = True, miwrc: bool = False
+    ):
         super().__init__()
         s = Scaler(width, depth)
         c = s.c(64)

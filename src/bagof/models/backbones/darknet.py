@@ -1,4 +1,5 @@
 """Darknet53, the YOLOv3 backbone (darknet-cfg ``yolov3.cfg``): 3x3/2 down then residual blocks."""
+
 from __future__ import annotations
 
 from torch import nn

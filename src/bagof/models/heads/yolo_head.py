@@ -1,6 +1,7 @@
 """YOLOv3 head (REFERENCE.md "Heads"): per scale a 3x3 conv (2x the neck width) then a linear 1x1 conv
 with bias to ``anchors_per_scale * (5 + num_classes)`` channels. ``gaussian=True`` (Gaussian YOLO, Table 5
 "G") appends 4 channels per anchor: the uncertainty of x, y, w, h (sigmoid -> sigma in (0, 1))."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,15 @@ from ..layers import ConvBNAct
 
 
 class YoloHead(nn.Module):
-    def __init__(self, in_channels, num_classes: int, anchors_per_scale: int = 3, act: str = "leaky",
-                 obj_prior: float = 0.01, gaussian: bool = False):
+    def __init__(
+        self,
+        in_channels,
+        num_classes: int,
+        anchors_per_scale: int = 3,
+        act: str = "leaky",
+        obj_prior: float = 0.01,
+        gaussian: bool = False,
+    ):
         super().__init__()
         self.na, self.nc = anchors_per_scale, num_classes
         self.extra = 4 if gaussian else 0

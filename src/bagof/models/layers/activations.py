@@ -1,4 +1,5 @@
 """Activations by name (REFERENCE.md "Activations"): leaky ReLU (slope 0.1), Swish, Mish, linear, logistic."""
+
 from __future__ import annotations
 
 from torch import nn

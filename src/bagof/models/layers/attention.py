@@ -5,13 +5,14 @@ channel, multiplied into the input (Darknet: ``[convolutional] activation=logist
 ``cbam`` (the original CBAM spatial attention): channel-wise average and max pooling -> 7x7 conv ->
 sigmoid, one weight per position shared by all channels.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .conv import ConvBNAct
 from ..specials import PerLevel, register_special
+from .conv import ConvBNAct
 
 
 class SAM(nn.Module):

@@ -8,6 +8,7 @@ boundary. In eval mode it is plain BatchNorm with running statistics.
 
 Written here because no library ships it (torch has BatchNorm and SyncBatchNorm only).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Darknet's ``[convolutional]`` with ``batch_normalize=1``: conv (no bias) -> BN -> activation."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,9 @@ def make_divisible(channels: float, divisor: int = 8) -> int:
 
 
 class ConvBNAct(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, k: int = 1, s: int = 1, act: str = "leaky", groups: int = 1,
-                 dilation: int = 1):
+    def __init__(
+        self, c_in: int, c_out: int, k: int = 1, s: int = 1, act: str = "leaky", groups: int = 1, dilation: int = 1
+    ):
         super().__init__(
             nn.Conv2d(c_in, c_out, k, s, padding=dilation * (k // 2), groups=groups, bias=False, dilation=dilation),
             nn.BatchNorm2d(c_out, eps=1e-5, momentum=0.03),

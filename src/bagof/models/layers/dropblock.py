@@ -6,11 +6,13 @@ The block is clipped to the feature map, since reduced-scale maps can be smaller
 Written here because torchvision's ``drop_block2d`` is the only library version and torchvision is not
 a dependency of this project.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..specials import PerLevel, register_special
 
 

@@ -1,6 +1,7 @@
 """Fast normalised fusion (EfficientDet; REFERENCE.md "BiFPN", "MiWRC"):
 ``O = sum_i w_i I_i / (eps + sum_j w_j)`` with ``w_i = relu(learned)`` and eps 1e-4.
 Used for BiFPN's node inputs and MiWRC's weighted residual sums."""
+
 from __future__ import annotations
 
 import torch

@@ -4,14 +4,15 @@ Three parallel branches 1x1 -> kxk -> 3x3 dilated (k = 1, 3, 5 with dilation 1, 
 of the output width, concatenated, fused by a linear 1x1, added to a (1x1-projected if needed)
 shortcut, then the activation.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..specials import PerLevel, register_special
 from .activations import create_act
 from .conv import ConvBNAct
-from ..specials import PerLevel, register_special
 
 
 class RFB(nn.Module):
@@ -19,9 +20,11 @@ class RFB(nn.Module):
         super().__init__()
         c = max(8, c_out // 4)
         self.branches = nn.ModuleList(
-            nn.Sequential(ConvBNAct(c_in, c, 1, act=act),
-                          *([ConvBNAct(c, c, k, act=act)] if k > 1 else []),
-                          ConvBNAct(c, c, 3, act="linear", dilation=d))
+            nn.Sequential(
+                ConvBNAct(c_in, c, 1, act=act),
+                *([ConvBNAct(c, c, k, act=act)] if k > 1 else []),
+                ConvBNAct(c, c, 3, act="linear", dilation=d),
+            )
             for k, d in ((1, 1), (3, 3), (5, 5))
         )
         self.fuse = ConvBNAct(3 * c, c_out, 1, act="linear")

@@ -1,4 +1,5 @@
 """Spatial pyramid pooling as in YOLOv3-SPP / YOLOv4 (REFERENCE.md "SPP")."""
+
 from __future__ import annotations
 
 import torch

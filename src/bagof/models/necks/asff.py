@@ -6,6 +6,7 @@ levels apart), lower-resolution ones go through a 1x1 conv and nearest up-sampli
 from 1x1 convs compressing each resized input to 8 channels, concatenated, and a 1x1 conv to 3 logits.
 A 3x3 conv follows the fusion (as in the ASFF paper).
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ middle level also take that level's original input (BiFPN's extra same-level edg
 matched in width by 1x1 convs (up-sampling) or 3x3/2 convs (down-sampling); every node ends in a 3x3
 conv. The stride-32 input goes through the same SPP block as PAN's.
 """
+
 from __future__ import annotations
 
 from torch import nn

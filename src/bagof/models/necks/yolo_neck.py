@@ -3,6 +3,7 @@
 Layer by layer as in darknet-cfg ``yolov3(-spp).cfg`` (``fpn``) and ``yolov4.cfg`` /
 ``csresnext50-panet-spp.cfg`` (``pan``), REFERENCE.md "SPP", "PANet", "FPN".
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,11 @@ from ..layers import SPP, ConvBNAct
 def five_convs(c_in: int, c: int, act: str) -> nn.Sequential:
     """1x1 c, 3x3 2c, 1x1 c, 3x3 2c, 1x1 c."""
     return nn.Sequential(
-        ConvBNAct(c_in, c, 1, act=act), ConvBNAct(c, 2 * c, 3, act=act), ConvBNAct(2 * c, c, 1, act=act),
-        ConvBNAct(c, 2 * c, 3, act=act), ConvBNAct(2 * c, c, 1, act=act),
+        ConvBNAct(c_in, c, 1, act=act),
+        ConvBNAct(c, 2 * c, 3, act=act),
+        ConvBNAct(2 * c, c, 1, act=act),
+        ConvBNAct(c, 2 * c, 3, act=act),
+        ConvBNAct(2 * c, c, 1, act=act),
     )
 
 
@@ -26,8 +30,13 @@ class TopBlock(nn.Module):
         super().__init__()
         if spp:
             self.body = nn.Sequential(
-                ConvBNAct(c_in, c, 1, act=act), ConvBNAct(c, 2 * c, 3, act=act), ConvBNAct(2 * c, c, 1, act=act),
-                SPP(), ConvBNAct(4 * c, c, 1, act=act), ConvBNAct(c, 2 * c, 3, act=act), ConvBNAct(2 * c, c, 1, act=act),
+                ConvBNAct(c_in, c, 1, act=act),
+                ConvBNAct(c, 2 * c, 3, act=act),
+                ConvBNAct(2 * c, c, 1, act=act),
+                SPP(),
+                ConvBNAct(4 * c, c, 1, act=act),
+                ConvBNAct(c, 2 * c, 3, act=act),
+                ConvBNAct(2 * c, c, 1, act=act),
             )
         else:
             self.body = five_convs(c_in, c, act)
