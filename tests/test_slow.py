@@ -17,5 +17,6 @@ def test_bccd_cpu_scale_learns(compose):
 
 @pytest.mark.slow
 def test_synthetic_default_learns(compose):
+    """The default run learns: the README measures AP50 0.06-0.08 after its 9 epochs (an untrained model: ~0)."""
     result = fit(compose(["logger=none", "train.progress_bar=false"]))
-    assert result.metrics["AP50"] > 0.1, result.metrics
+    assert result.metrics["AP50"] > 0.05, result.metrics
