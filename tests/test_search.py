@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from bagof.search import EvolveSampler, SearchSpace
-from bagof.search.driver import run_search
+from bagof.search.driver import ORPHAN_AFTER, run_search
 
 from .conftest import DATASETS, ROOT
 
@@ -153,6 +153,7 @@ def test_killed_search_resumes_without_repeating_trials(compose, tmp_path):
         time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    time.sleep(ORPHAN_AFTER + 0.5)  # a trial killed before it recorded its driver counts as orphaned after this
     first = [(t.number, t.params, t.value) for t in _study(tmp_path).trials if t.state == TrialState.COMPLETE]
     assert first
     run_search(FAST + ["search.n_trials=3"])

@@ -14,6 +14,7 @@ study shows the default hyperparameters' fitness beside the best.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -48,6 +49,7 @@ from .evolve import EvolveSampler
 from .space import SearchSpace
 
 log = logging.getLogger("bagof.search")
+ORPHAN_AFTER = 2.0  # seconds: a RUNNING trial still without its driver's host/pid after this is orphaned
 
 
 class SearchError(BagofError):
@@ -128,17 +130,24 @@ def make_storage(url: str):
 
 
 def fail_stale_trials(study: optuna.Study) -> int:
-    """Trials RUNNING for a driver of this machine whose process is gone (killed search): FAIL."""
+    """Trials RUNNING for a driver of this machine whose process is gone (killed search): FAIL. A trial without
+    the driver's host/pid (killed between ``study.ask`` and recording them, a few milliseconds) is stale once
+    it is older than ``ORPHAN_AFTER`` seconds."""
     n = 0
     host = socket.gethostname()
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host:
+        if "host" not in t.user_attrs:
+            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < ORPHAN_AFTER:
+                continue
+        elif t.user_attrs.get("host") != host:
             continue
-        try:
-            os.kill(int(t.user_attrs.get("pid", -1)), 0)
-            continue  # its driver is alive
-        except (OSError, ValueError):
-            pass
+        else:
+            try:
+                os.kill(int(t.user_attrs.get("pid", -1)), 0)
+                continue  # its driver is alive
+            except (OSError, ValueError):
+                pass
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
     return n
@@ -226,7 +235,10 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
             value = fitness(out["metrics"], weights)
             for k, v in out["metrics"].items():
                 trial.set_user_attr(k, v)
-            study.tell(trial, value)
+            try:
+                study.tell(trial, value)
+            except (RuntimeError, ValueError) as e:  # marked FAIL meanwhile by another driver's stale check
+                log.error("trial %d: its result could not be recorded (%s)", trial.number, e)
             client.log_metric(child_id, "fitness", value)
             log.info(
                 "trial %d: fitness %.4f (%s)",
