@@ -26,6 +26,7 @@ help:  ## list the targets
 	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n|auto JOBS=n FORCE=1"
 	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MAX_SEEDS=8"
 	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
+	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:

@@ -36,6 +36,14 @@ def _env(tmp_path, **extra):
     return env
 
 
+def _sweep_process(tmp_path, path, **kw):
+    """`python -m bagof.sweeps run <path> --scale smoke` in its own process, on tmp_path's store."""
+    cmd = [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke"]
+    return subprocess.Popen(
+        cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+    )
+
+
 def _sweep_file(tmp_path, rows: str, name="tables", report_scale="cpu"):
     path = tmp_path / f"{name}.yaml"
     path.write_text(
@@ -136,15 +144,7 @@ def _wait_for(pred, timeout=240):
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_a_sweep_kills_its_run_and_starts_no_other(tmp_path, sig, code):
     path = _sweep_file(tmp_path, LONG_ROWS)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke"],
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _sweep_process(tmp_path, path, start_new_session=True)
     # the first job has started (its child run exists, RUNNING) and is under way
     started = _wait_for(lambda: any(r.info.status == "RUNNING" for r in _row_runs(tmp_path, "tables")[1]), 600)
     assert started, "no run started"
@@ -189,17 +189,7 @@ def test_two_sweeps_on_a_new_store_train_each_run_once(tmp_path):
 """,
     )
     assert not (tmp_path / "mlflow.db").exists()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke"],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [_sweep_process(tmp_path, path) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     _, runs = _row_runs(tmp_path, "tables")
