@@ -16,9 +16,10 @@ LAUNCHER ?= local
 SLURM   ?=
 TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
+STUDIES := convergence noise noise-ema
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow lint format bench ui clean tables report anchors ga convergence $(TABLES)
+.PHONY: help install run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +28,7 @@ help:  ## list the targets
 	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MAX_SEEDS=8"
 	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
 	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
+	@echo "  make noise / noise-ema  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5), without / with EMA"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:
@@ -58,10 +60,21 @@ format: install  ## ruff: fix what it can and format the code
 test-slow: install  ## only the slow tests (real cpu-scale training runs)
 	$(PYTHON) -m pytest -q -m slow $(ARGS)
 
-bench: install  ## benchmarks: training images/s and memory, paper-scale latency, eval time -> reports/bench/
-	$(PYTHON) -m bagof.bench $(ARGS)
+eval: install  ## COCO evaluation of saved weights, no training: ARGS='model.weights=runs:/<id> data=bccd scale=cpu'
+	$(PYTHON) -m bagof.cli.eval $(ARGS)
 
-$(TABLES) convergence: install  # train the table's rows, write reports/tableN.{md,csv,png}
+SOURCE ?=
+predict: install  ## detections on SOURCE=<image|folder|video>, annotated images + COCO json: ARGS='model.weights=...'
+	$(PYTHON) -m bagof.cli.predict $(SOURCE) $(ARGS)
+
+FORMAT ?= onnx
+export: install  ## saved weights as ONNX (FORMAT=darknet: Darknet .weights): ARGS='model.weights=... data=...'
+	$(PYTHON) -m bagof.cli.export --format $(FORMAT) $(ARGS)
+
+bench: install  ## benchmarks (before/after, alternated): training images/s, latency vs OpenCV DNN, eval -> reports/bench/
+	$(PYTHON) -m bagof.cli.bench $(ARGS)
+
+$(TABLES) $(STUDIES): install  # train the table's rows, write reports/tableN.{md,csv,png}
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
 	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
@@ -73,7 +86,7 @@ tables: install  ## every table in turn (a failing table does not stop the other
 	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
 
 anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> conf/anchors/<data>.yaml
-	$(PYTHON) -m bagof.data.anchors data=$(or $(DATA),bccd) scale=$(SCALE) $(ARGS)
+	$(PYTHON) -m bagof.cli.anchors data=$(or $(DATA),bccd) scale=$(SCALE) $(ARGS)
 
 ga: install  ## GA hyperparameter search on Optuna -> conf/hparams/ga-<data>-<scale>.yaml (+bof=ga); run again to resume; JOBS=n
 	$(PYTHON) run.py -m hydra/sweeper=bagof_ga +search=ga data=$(or $(DATA),bccd) scale=$(SCALE) search.jobs=$(JOBS) $(ARGS)

@@ -31,6 +31,7 @@ def compose(tmp_path, monkeypatch):
 
     monkeypatch.setenv("BAGOF_ROOT", str(tmp_path))
     monkeypatch.setenv("BAGOF_DATASETS", str(DATASETS))
+    monkeypatch.setenv("BAGOF_DARKNET_CFG", str(DARKNET_CFG))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
 
     def _compose(overrides=()):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from bagof.data.anchors import kmeans_anchors
 from bagof.errors import BagofError
-from bagof.train import _resolve
+from bagof.ops.anchors import kmeans_anchors
+from bagof.train import resolve_config
 
 from .conftest import DATASETS, need
 
@@ -39,4 +39,4 @@ def test_optimized_anchors_toggle_reads_the_generated_file(compose):
 def test_optimized_anchors_missing_file_is_a_clear_error(compose):
     cfg = compose(["data=coco128", "+bof=optimized_anchors"])
     with pytest.raises(BagofError, match=r"run `make anchors DATA=coco128` first"):
-        _resolve(cfg)
+        resolve_config(cfg)

@@ -151,9 +151,9 @@ def test_detector_starts_from_a_classifier_logged_in_mlflow(compose, tmp_path):
     cfg = compose(["scale=smoke", "model=cspresnext50_panet_spp", f"model.backbone_weights=runs:/{cls_run}"])
     from bagof.checkpoints import fetch_run_checkpoint
     from bagof.models.transfer import backbone_state
-    from bagof.train import _local_weights
+    from bagof.train import local_weights
 
-    det = hydra.utils.instantiate(cfg.model, _convert_="all", **_local_weights(cfg))  # what fit does
+    det = hydra.utils.instantiate(cfg.model, _convert_="all", **local_weights(cfg))  # what fit does
     src = backbone_state(str(fetch_run_checkpoint(f"runs:/{cls_run}", cfg.logger.tracking_uri)))
     assert all(torch.equal(v, src[k]) for k, v in det.backbone.state_dict().items())
     with pytest.raises(TransferError, match="not in the MLflow store"):

@@ -192,7 +192,7 @@ def test_mosaic_keeps_each_box_on_its_pixels():
 def test_mosaic_centre_range_and_probability():
     ds = _Painted()
     rng = np.random.default_rng(1)
-    img, _, _ = Mosaic(p=0.0)(ds, 0, rng)
+    img, _, _ = Mosaic(p=0.0)(ds.items[0], lambda: ds.items[1:], rng)
     assert (img == ds.items[0][0]).all()  # p = 0: the sample itself
     solid = [
         (np.full((100, 100, 3), k, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)) for k in range(4)

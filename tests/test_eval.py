@@ -40,3 +40,11 @@ def test_wrong_class_or_shifted_box_lowers_ap():
 
 def test_no_detections():
     assert coco_evaluate(GT, [])[0]["AP"] == 0.0
+
+
+def test_the_summary_lists_each_class_ap():
+    only_a = to_coco_results(torch.tensor([[10, 10, 50, 50, 0.9, 0]]), 11, CATS)  # class a perfect, b missed
+    m, text = coco_evaluate(GT, only_a)
+    lines = dict(line.split() for line in text.split("Per-class AP")[1].splitlines()[1:] if line.strip())
+    assert float(lines["a"]) == pytest.approx(1.0) and float(lines["b"]) == 0.0
+    assert m["AP"] == pytest.approx((float(lines["a"]) + float(lines["b"])) / 2)

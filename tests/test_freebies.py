@@ -283,7 +283,7 @@ def test_all_training_freebies_compose_and_train(compose, tmp_path):
             "train.accumulate=2",
             "data.batch_size=2",
             "logger=none",
-            "+bof=[cmbn,dynamic_minibatch,mixup,cutmix,blur,dropblock,sat,ga,mosaic,ciou]",
+            "+bof=[cmbn,dynamic_minibatch,mixup,cutmix,blur,dropblock,sat,ga,mosaic,ciou,ema]",
             "train.callbacks.sat.prob=1.0",
         ]
     )
@@ -306,3 +306,45 @@ def test_ga_must_precede_the_toggles_whose_keys_it_tunes(compose, tmp_path, monk
         check_features(compose(["+bof=[iou_thresh,ga]"]))
     check_features(compose(["+bof=[ga,iou_thresh]"]))  # the toggle comes last and wins
     check_features(compose(["+bof=[mosaic,ga]"]))  # no shared key: any order
+
+
+# ---- EMA --------------------------------------------------------------------------------------------
+def test_ema_follows_the_ramped_decay_is_evaluated_and_kept():
+    import math
+
+    import lightning as L
+
+    from bagof.callbacks import EMA
+
+    class Walk(L.LightningModule):  # w grows by exactly 1 per step (SGD, lr 1, d loss / d w = -1)
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def training_step(self, batch, i):
+            return -self.w.sum()
+
+        def validation_step(self, batch, i):
+            self.seen.append(float(self.w))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1.0)
+
+    data = torch.utils.data.DataLoader(torch.zeros(5, 1), batch_size=1)
+    model, ema = Walk(), EMA(decay=0.9, tau=2.0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[ema],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, data, data)
+    expected = None
+    for n, w in enumerate(range(1, 6)):  # weights after steps 1..5; the first update copies them
+        d = 0.9 * (1 - math.exp(-n / 2.0))
+        expected = float(w) if expected is None else d * expected + (1 - d) * w
+    assert model.seen and all(v == pytest.approx(expected) for v in model.seen)  # validation saw the EMA
+    assert model.w.item() == pytest.approx(expected) and expected < 5  # and the model keeps it

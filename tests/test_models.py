@@ -4,12 +4,12 @@ import sys
 import pytest
 import torch
 
+from bagof.darknet import count_parameters
 from bagof.models.classifier import Classifier
 from bagof.models.detector import YoloDetector, decode_boxes
 from bagof.ops.anchors import YOLOV3_ANCHORS
 
 from .conftest import DARKNET_CFG, ROOT, need
-from .darknet_cfg import count_parameters
 
 
 def n_params(m):
@@ -24,7 +24,7 @@ def test_classifier_backbones_match_table1():
 
 def test_classifier_bflops_match_table1():
     """Table 1 at 512x512: CSPDarknet53 52 BFLOPs, CSPResNeXt50 31 BFLOPs (a multiply-add = 2 FLOPs)."""
-    from bagof.summary import conv_flops
+    from bagof.cli.summary import conv_flops
 
     assert round(conv_flops(Classifier("cspdarknet53", backbone_act="mish"), 512)[0] / 1e9) == 52
     assert int(conv_flops(Classifier("cspresnext50", backbone_act="leaky"), 512)[0] / 1e9) == 31
@@ -82,7 +82,7 @@ def test_anchors_rescaled_to_input_size():
 def test_summary_cli_without_dataset(tmp_path):
     env = {"BAGOF_ROOT": str(tmp_path), "BAGOF_DATASETS": str(tmp_path / "nowhere"), "PATH": ""}
     out = subprocess.run(
-        [sys.executable, "-m", "bagof.summary", "scale=paper", "data=coco"],
+        [sys.executable, "-m", "bagof.cli.summary", "scale=paper", "data=coco"],
         cwd=ROOT,
         capture_output=True,
         text=True,

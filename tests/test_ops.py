@@ -101,3 +101,29 @@ def test_nms_equals_textbook_greedy_on_random_boxes():
             expected.append(i)
             alive -= {j for j in alive if iou[i, j] > 0.45}
     assert nms(boxes, scores, 0.45).tolist() == expected
+
+
+def test_diou_nms_equals_textbook_greedy_on_random_boxes():
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(200, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(200, 2, generator=g) * 30 + 1], 1)
+    scores = torch.rand(200, generator=g)
+    n = len(boxes)
+    a, b = boxes[:, None].expand(n, n, 4), boxes[None].expand(n, n, 4)
+    iou = box_iou(boxes, boxes)
+    overlap = iou - (iou - bbox_iou(a, b, "diou")).clamp(min=0) ** 0.6  # IoU - (rho^2 / c^2) ** beta_nms
+    expected, alive = [], set(range(n))
+    for i in scores.argsort(descending=True).tolist():
+        if i in alive:
+            expected.append(i)
+            alive -= {j for j in alive if overlap[i, j] > 0.45}
+    assert nms(boxes, scores, 0.45, method="diou", beta=0.6).tolist() == expected
+
+
+@pytest.mark.parametrize("kernels", [(5, 9, 13), (3, 7), (5,)])
+def test_spp_equals_darknets_independent_max_pools(kernels):
+    from bagof.models.layers import SPP
+
+    x = torch.randn(2, 3, 11, 13) - 5  # negative values: padding must act as -inf, not 0
+    expected = [torch.nn.functional.max_pool2d(x, k, 1, k // 2) for k in sorted(kernels, reverse=True)]
+    assert torch.equal(SPP(kernels)(x), torch.cat(expected + [x], 1))

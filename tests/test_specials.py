@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from bagof.darknet import count_parameters
 from bagof.losses.yolo_loss import YoloLoss, gaussian_nll
 from bagof.models.backbones.cspdarknet import DarkResidual
 from bagof.models.detector import YoloDetector
+from bagof.models.layers.activations import Mish
 from bagof.models.layers.attention import SAM
 from bagof.models.layers.fusion import WeightedSum
 from bagof.models.layers.rfb import RFB
@@ -20,7 +22,6 @@ from bagof.ops.nms import nms
 from bagof.train import train
 
 from .conftest import DARKNET_CFG, need
-from .darknet_cfg import count_parameters
 
 
 def n_params(m):
@@ -217,9 +218,9 @@ def test_activation_toggles_per_part(compose):
     cfg = compose(["scale=smoke", "+bos=[backbone_swish,neck_mish]"])
     m = hydra.utils.instantiate(cfg.model)
     assert any(isinstance(x, nn.SiLU) for x in m.backbone.modules()) and not any(
-        isinstance(x, nn.Mish) for x in m.backbone.modules()
+        isinstance(x, Mish) for x in m.backbone.modules()
     )
-    assert any(isinstance(x, nn.Mish) for x in m.neck.modules()) and not any(
+    assert any(isinstance(x, Mish) for x in m.neck.modules()) and not any(
         isinstance(x, nn.SiLU) for x in m.neck.modules()
     )
 

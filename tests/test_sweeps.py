@@ -343,3 +343,13 @@ def test_convergence_plot_from_a_schedule_length_sweep(store):
 
     assert plot_main([str(path), str(store / "curve.png")]) == 0
     assert (store / "curve.png").stat().st_size > 1000
+
+
+def test_a_variant_sweep_extends_its_base_and_adds_toggles_to_every_row(tmp_path):
+    base, variant = load_sweep(ROOT / "sweeps" / "noise.yaml"), load_sweep(ROOT / "sweeps" / "noise-ema.yaml")
+    assert [r.label for r in variant.rows] == [r.label for r in base.rows] and variant.baseline == base.baseline
+    assert variant.overrides == base.overrides and variant.name == "noise-ema" and variant.title != base.title
+    assert all(v.bof == [*b.bof, "ema"] for v, b in zip(variant.rows, base.rows))
+    (tmp_path / "v.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(SweepError, match="nowhere.yaml"):
+        load_sweep(tmp_path / "v.yaml")

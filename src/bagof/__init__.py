@@ -3,4 +3,5 @@
 # Bump when a change alters training results: the result cache keys on it, so every table row retrains.
 # 0.3.0: Darknet's centre gradient (loss.xy_grad), letterbox by the actual resize factors, boxes under 1 px
 # kept, class-aware NMS with negative coordinates, DIoU-NMS beta 0.6, evaluation of the images seen only.
-__version__ = "0.3.0"
+# 0.4.0: bf16 autocast at cpu scale where native (heads, loss, decoding in float32), the one-exp Mish kernel.
+__version__ = "0.4.0"

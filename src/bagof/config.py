@@ -28,6 +28,25 @@ def optimized_anchors(data_name: str, key: str):
 if not OmegaConf.has_resolver("anchors"):
     OmegaConf.register_new_resolver("anchors", optimized_anchors)
 
+
+def fast_precision() -> str:
+    """``${fast_precision:}``: ``bf16-mixed`` where this machine computes bfloat16 natively (a CPU with
+    AVX512-BF16/AMX or an ARM bf16 unit as oneDNN reports it, or a CUDA GPU with bf16), else ``32-true``: emulated
+    bf16 is slower than float32. The value is resolved into the config and its hash (a run's numerics)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16-mixed" if native else "32-true"
+
+
+if not OmegaConf.has_resolver("fast_precision"):
+    OmegaConf.register_new_resolver("fast_precision", fast_precision)
+
 _ga_warned: set[tuple[str, str]] = set()
 
 

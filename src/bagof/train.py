@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> float:
 def fit(cfg: DictConfig) -> RunResult:
     """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
     quiet_known_noise()
-    _resolve(cfg)
+    resolve_config(cfg)
     check_features(cfg)
     resume = find_checkpoint(cfg.train.resume, cfg) if cfg.train.get("resume") else None
     t0 = time.time()
@@ -82,7 +82,7 @@ def fit(cfg: DictConfig) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
-    model = hydra.utils.instantiate(cfg.model, _convert_="all", **_local_weights(cfg))
+    model = hydra.utils.instantiate(cfg.model, _convert_="all", **local_weights(cfg))
     loss = hydra.utils.instantiate(cfg.loss)
     t = cfg.train
     task = build_task(cfg, model, loss)
@@ -151,19 +151,22 @@ def fit(cfg: DictConfig) -> RunResult:
     return RunResult(metrics, logger.run_id if logger is not None else None, time.time() - t0)
 
 
-def _local_weights(cfg: DictConfig) -> dict:
-    """``model.backbone_weights=runs:/<id>``: the run's checkpoint fetched to a local file now, so models never
-    talk to MLflow (the config keeps the runs:/ form, which is what the run logs and hashes)."""
+def local_weights(cfg: DictConfig) -> dict:
+    """``model.weights`` / ``model.backbone_weights=runs:/<id>``: the run's checkpoint fetched to a local file
+    now, so models never talk to MLflow (the config keeps the runs:/ form, which is what the run logs and
+    hashes). Returns the keyword arguments that replace them when the model is instantiated."""
     from .models.transfer import run_id_of
 
-    src = cfg.model.get("backbone_weights")
-    if not src or run_id_of(str(src)) is None:
-        return {}
-    uri = cfg.logger.tracking_uri if cfg.get("logger") and "tracking_uri" in cfg.logger else None
-    return {"backbone_weights": str(fetch_run_checkpoint(str(src), uri))}
+    out = {}
+    for key in ("weights", "backbone_weights"):
+        src = cfg.model.get(key)
+        if src and run_id_of(str(src)) is not None:
+            uri = cfg.logger.tracking_uri if cfg.get("logger") and "tracking_uri" in cfg.logger else None
+            out[key] = str(fetch_run_checkpoint(str(src), uri))
+    return out
 
 
-def _resolve(cfg: DictConfig) -> None:
+def resolve_config(cfg: DictConfig) -> None:
     """Resolves every interpolation now, so a config problem surfaces as its own clear error."""
     try:
         OmegaConf.to_container(cfg, resolve=True)

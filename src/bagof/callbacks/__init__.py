@@ -2,6 +2,7 @@
 
 from .cmbn import CmBN
 from .dropblock import DropBlockSchedule
+from .ema import EMA
 from .sat import SelfAdversarial
 
-__all__ = ["CmBN", "DropBlockSchedule", "SelfAdversarial"]
+__all__ = ["CmBN", "DropBlockSchedule", "EMA", "SelfAdversarial"]

@@ -21,7 +21,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import lightning as L
 import numpy as np
@@ -32,6 +31,7 @@ from .formats import DatasetError, Issues
 from .label_mixing import LabelCutMix, LabelMixUp, LabelMosaic
 from .loading import read_rgb, seed_worker
 from .synthetic import ensure_synthetic
+from .transforms import build_cls_transform
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -109,37 +109,6 @@ def load_image_folder(spec: dict) -> tuple[list[str], list[tuple[str, int]]]:
         root = ensure_crops(spec["root"], spec["split"], spec["num_images"], spec.get("seed", 0))
         return list_folder(root, spec["split"], spec.get("classes"))
     raise DatasetError(f"data format {fmt!r}: a classification source is `folder` or `crops`")
-
-
-def build_cls_transform(
-    img_size: int,
-    crop_scale: tuple[float, float] = (0.25, 1.0),
-    hue: float = 0.1,
-    saturation: float = 1.5,
-    exposure: float = 1.5,
-    flip: float = 0.5,
-    blur: float = 0.0,
-    seed: int | None = None,
-    **_detector_only,
-) -> A.Compose:
-    """Darknet's classifier augmentation in albumentations terms (random crop + resize, flip, HSV);
-    detector-only keys of ``data.augment`` (scale, translate) are ignored."""
-    ops = [A.RandomResizedCrop(size=(img_size, img_size), scale=tuple(crop_scale), p=1.0)]
-    if flip:
-        ops.append(A.HorizontalFlip(p=flip))
-    if hue or saturation != 1 or exposure != 1:
-        ops.append(
-            A.ColorJitter(
-                brightness=(1 / exposure, exposure),
-                contrast=0,
-                saturation=(1 / saturation, saturation),
-                hue=(-hue, hue),
-                p=1.0,
-            )
-        )
-    if blur:
-        ops.append(A.GaussianBlur(blur_limit=(3, 7), p=blur))
-    return A.Compose(ops, seed=seed)
 
 
 class ClassificationDataset(Dataset):

@@ -114,15 +114,22 @@ class DetectionDataset(Dataset):
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``i`` through the multi-image steps: (image, boxes, labels), before the transform."""
-        img, boxes, labels = self.mix(self, i, self.rng) if self.mix is not None else self.load(i)[:3]
+        img, boxes, labels = self._mixed(i)
         for step in self.pairs:
             img, boxes, labels = step((img, boxes, labels), lambda: self.sample_plain(), self.rng)
         return img, boxes, labels
 
     def sample_plain(self):
         """A random partner for a two-image step (mosaicked when Mosaic is on)."""
-        j = int(self.rng.integers(0, len(self)))
-        return self.mix(self, j, self.rng) if self.mix is not None else self.load(j)[:3]
+        return self._mixed(int(self.rng.integers(0, len(self))))
+
+    def _mixed(self, i: int):
+        """Sample ``i`` through the multi-image step (Mosaic), whose partners are three random samples."""
+        if self.mix is None:
+            return self.load(i)[:3]
+        return self.mix(
+            self.load(i)[:3], lambda: [self.load(int(j))[:3] for j in self.rng.integers(0, len(self), 3)], self.rng
+        )
 
     def __getitem__(self, i):
         size = None

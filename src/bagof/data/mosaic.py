@@ -19,14 +19,12 @@ class Mosaic:
     def __init__(self, p: float = 0.5, center_range: tuple[float, float] = (0.2, 0.8), min_side: float = 2.0):
         self.p, self.center_range, self.min_side = p, tuple(center_range), min_side
 
-    def __call__(self, dataset, index: int, rng: np.random.Generator):
-        """Returns (image, boxes xyxy, labels) for sample ``index`` (mosaicked with probability p)."""
-        img, boxes, labels, _ = dataset.load(index)
+    def __call__(self, sample, others, rng: np.random.Generator):
+        """``sample`` (image, boxes xyxy, labels), mosaicked with probability p with the three samples that
+        ``others()`` draws (the training set's; called only when the mosaic happens)."""
         if rng.random() >= self.p:
-            return img, boxes, labels
-        others = rng.integers(0, len(dataset), 3)
-        samples = [(img, boxes, labels)] + [dataset.load(int(j))[:3] for j in others]
-        return self.combine(samples, rng)
+            return sample
+        return self.combine([sample, *others()], rng)
 
     def combine(self, samples, rng: np.random.Generator):
         s = samples[0][0].shape[0]

@@ -1,8 +1,9 @@
-"""Training augmentation with albumentations, applied to letterboxed images.
+"""Training augmentation with albumentations: the detector's (on letterboxed images, boxes kept in step) and
+the classifier's.
 
 Reference names and defaults (darknet ``[net]``): ``hue`` .1, ``saturation`` 1.5, ``exposure`` 1.5,
-flip, and a random scale/translate standing in for Darknet's ``jitter`` crop; ``blur``: probability of
-a Gaussian blur (REFERENCE.md "Blur": about half the samples when on).
+flip, and a random scale/translate standing in for Darknet's ``jitter`` crop (the classifier: a random
+resized crop); ``blur``: probability of a Gaussian blur (REFERENCE.md "Blur": about half the samples when on).
 """
 
 from __future__ import annotations
@@ -37,6 +38,36 @@ def build_train_transform(
                 fill=PAD_VALUE,
             )
         )
+    ops += _flip_and_colour(flip, hue, saturation, exposure, blur)
+    return A.Compose(
+        ops,
+        bbox_params=A.BboxParams(
+            format="pascal_voc", label_fields=["labels"], clip=True, min_visibility=min_visibility, min_area=4
+        ),
+        seed=seed,
+    )
+
+
+def build_cls_transform(
+    img_size: int,
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+    hue: float = 0.1,
+    saturation: float = 1.5,
+    exposure: float = 1.5,
+    flip: float = 0.5,
+    blur: float = 0.0,
+    seed: int | None = None,
+    **_detector_only,
+) -> A.Compose:
+    """Darknet's classifier augmentation in albumentations terms (random crop + resize, flip, HSV);
+    detector-only keys of ``data.augment`` (scale, translate) are ignored."""
+    ops = [A.RandomResizedCrop(size=(img_size, img_size), scale=tuple(crop_scale), p=1.0)]
+    return A.Compose(ops + _flip_and_colour(flip, hue, saturation, exposure, blur), seed=seed)
+
+
+def _flip_and_colour(flip: float, hue: float, saturation: float, exposure: float, blur: float) -> list:
+    """The steps both tasks share, after their geometric one: flip, Darknet's HSV jitter, the blur toggle."""
+    ops = []
     if flip:
         ops.append(A.HorizontalFlip(p=flip))
     if hue or saturation != 1 or exposure != 1:
@@ -51,10 +82,4 @@ def build_train_transform(
         )
     if blur:
         ops.append(A.GaussianBlur(blur_limit=(3, 7), p=blur))
-    return A.Compose(
-        ops,
-        bbox_params=A.BboxParams(
-            format="pascal_voc", label_fields=["labels"], clip=True, min_visibility=min_visibility, min_area=4
-        ),
-        seed=seed,
-    )
+    return ops

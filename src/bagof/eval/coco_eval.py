@@ -55,6 +55,11 @@ def coco_evaluate(gt: dict, results: list[dict], image_ids=None) -> tuple[dict[s
         ev.accumulate()
         ev.summarize()
     stats = [math.nan if v < 0 else float(v) for v in ev.stats[:6]]  # -1: no truth in that size range
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    buf.write("\nPer-class AP (IoU=0.50:0.95, area=all, maxDets=100; nan: no truth of that class)\n")
+    for k, cat in enumerate(ev.params.catIds):  # precision: (IoU thresholds, recall, class, area, maxDets)
+        p = ev.eval["precision"][:, :, k, 0, -1]
+        buf.write(f"  {names.get(cat, cat)!s:<24} {p[p > -1].mean() if (p > -1).any() else math.nan:.3f}\n")
     return dict(zip(METRICS, stats)), buf.getvalue()
 
 

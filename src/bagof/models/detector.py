@@ -14,6 +14,7 @@ from .layers import make_divisible
 from .necks import build_neck
 from .specials import build_specials
 from .transfer import load_backbone
+from .weights import load_weights
 
 STRIDES = (8, 16, 32)
 
@@ -52,6 +53,8 @@ class YoloDetector(nn.Module):
         csp: bool = True,
         miwrc: bool = False,
         backbone_weights: str | None = None,
+        weights: str | None = None,
+        darknet_cfg: str | None = None,
     ):
         super().__init__()
         if backbone not in BACKBONES:
@@ -78,6 +81,8 @@ class YoloDetector(nn.Module):
         self.register_buffer("anchors", anchors.view(len(STRIDES), -1, 2), persistent=False)
         self.register_buffer("scale_x_y", torch.tensor(list(scale_x_y), dtype=torch.float32), persistent=False)
         self.strides = STRIDES
+        if weights:  # the whole detector from saved weights (models/weights.py), after every module exists
+            load_weights(self, weights, darknet_cfg)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.head(self.specials(self.neck(self.backbone(x))))

@@ -52,16 +52,21 @@ def _checkpoint_file(source: str) -> Path:
     return path
 
 
-def backbone_state(source: str) -> dict[str, torch.Tensor]:
-    """The backbone tensors of ``source``, keyed as the backbone module's own ``state_dict``."""
-    path = _checkpoint_file(source)
+def read_state_dict(path: Path, option: str, error: type[BagofError] = TransferError) -> dict[str, torch.Tensor]:
+    """The tensors of a torch file: a Lightning checkpoint's ``state_dict`` or a plain ``state_dict``."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TransferError(f"model.backbone_weights: {path} is not a readable torch checkpoint ({e})") from None
+        raise error(f"{option}: {path} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
-        raise TransferError(f"model.backbone_weights: {path} holds no state_dict")
+        raise error(f"{option}: {path} holds no state_dict")
+    return state
+
+
+def backbone_state(source: str) -> dict[str, torch.Tensor]:
+    """The backbone tensors of ``source``, keyed as the backbone module's own ``state_dict``."""
+    state = read_state_dict(_checkpoint_file(source), "model.backbone_weights")
     for prefix in PREFIXES:
         picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if picked:

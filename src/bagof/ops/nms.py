@@ -6,17 +6,26 @@ torchvision cannot be installed beside the CPU build of torch used here.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .boxes import bbox_iou, box_iou
+from .boxes import EPS
 
 
-def diou_overlap(box: torch.Tensor, others: torch.Tensor, beta: float = 0.6) -> torch.Tensor:
-    """DIoU-NMS's overlap of one ``box`` (4,) with ``others`` (N, 4): IoU - (rho^2 / c^2) ** beta, the
-    reference's ``beta_nms`` (yolov4.cfg: 0.6; beta = 1 is the DIoU paper's form)."""
-    iou = box_iou(box[None], others)[0]
-    distance = iou - bbox_iou(box.expand(len(others), 4), others, "diou")  # rho^2 / c^2
-    return iou - distance.clamp(min=0) ** beta
+def _overlap_np(c: tuple[np.ndarray, ...], i: int, rest: np.ndarray, method: str, beta: float) -> np.ndarray:
+    """Overlap of box ``i`` with boxes ``rest`` (indices) given the columns ``c`` = (x1, y1, x2, y2, area): IoU,
+    or DIoU-NMS's IoU - (rho^2 / c^2) ** beta (the formulas of ops.boxes.box_iou / bbox_iou 'diou')."""
+    x1, y1, x2, y2, area = (col[rest] for col in c)
+    iw = np.maximum(np.minimum(x2, c[2][i]) - np.maximum(x1, c[0][i]), 0)
+    ih = np.maximum(np.minimum(y2, c[3][i]) - np.maximum(y1, c[1][i]), 0)
+    inter = iw * ih
+    iou = inter / (area + c[4][i] - inter + EPS)
+    if method == "iou":
+        return iou
+    cw = np.maximum(x2, c[2][i]) - np.minimum(x1, c[0][i])
+    ch = np.maximum(y2, c[3][i]) - np.minimum(y1, c[1][i])
+    rho2 = ((x1 + x2 - c[0][i] - c[2][i]) ** 2 + (y1 + y2 - c[1][i] - c[3][i]) ** 2) / 4
+    return iou - np.maximum(rho2 / (cw**2 + ch**2 + EPS), 0) ** beta
 
 
 def nms(
@@ -33,25 +42,23 @@ def nms(
     ``iou_thresh``, repeats: one iteration per kept box, so ``max_keep`` bounds the loop.
     ``method='diou'`` (DIoU-NMS, REFERENCE.md "NMS") measures overlap as IoU - (rho^2 / c^2) ** beta, so a
     box whose centre is far from the kept one survives an IoU that greedy NMS would suppress.
+    The loop runs in NumPy on the host: a few microseconds an iteration where torch's per-op dispatch cost
+    ~0.25 ms (evaluation at conf_thresh 0.001 keeps up to 300 of 3000 candidates per image).
     """
     if method not in ("iou", "diou"):
         raise ValueError(f"NMS method {method!r}: choose iou (greedy) or diou")
     order = scores.argsort(descending=True)
     if order.numel() == 0:
         return order
-    boxes = boxes[order]
-    remaining = torch.arange(order.numel(), device=boxes.device)
+    b = boxes[order].detach().to("cpu", torch.float64).numpy()
+    cols = (*b.T, (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    remaining = np.arange(len(b))
     keep = []
-    # IoU row by row for kept boxes only: at most max_keep rows instead of the full n x n matrix
-    while remaining.numel() and (max_keep is None or len(keep) < max_keep):
+    while remaining.size and (max_keep is None or len(keep) < max_keep):
         i, rest = remaining[0], remaining[1:]
         keep.append(i)
-        if method == "iou":
-            overlap = box_iou(boxes[i : i + 1], boxes[rest])[0]
-        else:
-            overlap = diou_overlap(boxes[i], boxes[rest], beta)
-        remaining = rest[overlap <= iou_thresh]
-    return order[torch.stack(keep)]
+        remaining = rest[_overlap_np(cols, i, rest, method, beta) <= iou_thresh]
+    return order[torch.as_tensor(np.array(keep), device=order.device)]
 
 
 def batched_nms(

@@ -35,3 +35,15 @@ def postprocess(
         keep = batched_nms(boxes, s, cls, iou_thresh, max_det, nms, beta_nms)
         out.append(torch.cat([boxes[keep], s[keep, None], cls[keep, None].float()], 1))
     return out
+
+
+def detect(model, imgs: torch.Tensor, metas, post: dict) -> list[torch.Tensor]:
+    """A detector on letterboxed ``imgs`` -> per image (K, 6) [x1, y1, x2, y2, score, class] in the original
+    image's pixels (``metas``: width, height and the letterbox of each image)."""
+    dets = postprocess(model.decode(model(imgs)), **post)
+    out = []
+    for d, meta in zip(dets, metas):
+        d = d.clone()
+        d[:, :4] = meta["letterbox"].inverse_boxes(d[:, :4], meta["width"], meta["height"])
+        out.append(d)
+    return out

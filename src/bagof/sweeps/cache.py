@@ -32,7 +32,7 @@ def identity(cfg: DictConfig) -> dict:
     """The resolved config less what does not change results: what ``config_hash`` hashes."""
     cfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(cfg, False)
-    cfg.paths = {"root": "<root>", "datasets": "<datasets>", "data_dir": "<root>/data"}
+    cfg.paths = {"root": "<root>", "datasets": "<datasets>", "data_dir": "<root>/data", "darknet_cfg": "<cfg>"}
     data = OmegaConf.to_container(cfg, resolve=True)
     for k in VOLATILE:
         data.pop(k, None)
@@ -46,6 +46,9 @@ def identity(cfg: DictConfig) -> dict:
         data.pop("task")
     if data.get("model", {}).get("backbone_weights", "") is None:  # as a config without the key meant
         data["model"].pop("backbone_weights")
+    if data.get("model", {}).get("weights", "") is None:  # as a config without the key meant
+        data["model"].pop("weights")
+    data.get("model", {}).pop("darknet_cfg", None)  # where .weights files are read from, not what trains
     if data.get("model", {}).get("specials", None) == {}:  # no special applied: as before the key existed
         data["model"].pop("specials")
     return data

@@ -20,10 +20,9 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import CONFIG_DIR
+from ..config import compose_config
 from ..features import check_features
 from ..launch import (
     TAG_KIND,
@@ -108,8 +107,7 @@ class Invocation:
 
 def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int, extra: list[str] = ()) -> DictConfig:
     """The row's config; contradictory toggles or a table run without MLflow fail here, at config time."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=inv.overrides(sweep, row, seed) + list(extra))
+    cfg = compose_config(inv.overrides(sweep, row, seed) + list(extra))
     check_features(cfg)
     if "_target_" not in cfg.logger:
         raise ValueError("table rows are logged to MLflow: remove logger=none from the overrides")
@@ -192,8 +190,7 @@ def open_sweep_store(sweep_name: str) -> Store:
 
 
 def compose_base() -> DictConfig:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=["logger=mlflow"])
+    return compose_config(["logger=mlflow"])
 
 
 def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupted | None]:

@@ -113,8 +113,16 @@ def load_sweep(path: str | Path) -> Sweep:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise SweepError(f"{path} is not valid YAML: {e}") from None
+    if isinstance(raw, dict) and raw.get("extends"):  # a variant: the base file's rows and keys, these on top
+        base = path.parent / raw["extends"]
+        if not base.is_file():
+            raise SweepError(f"{path}: extends {raw['extends']!r}, but {base} does not exist")
+        base_raw = yaml.safe_load(base.read_text())
+        raw = {**base_raw, **raw, "overrides": list(base_raw.get("overrides", [])) + list(raw.get("overrides", []))}
     try:
         rows = [Row(**r) for r in raw["rows"]]
+        for r in rows:  # toggles every row of this sweep adds (e.g. a protocol setting of a variant)
+            r.bof, r.bos = [*r.bof, *raw.get("bof", [])], [*r.bos, *raw.get("bos", [])]
     except (KeyError, TypeError) as e:
         raise SweepError(f"{path}: every row needs `label` and `paper` and only known keys ({e})") from None
     labels = [r.label for r in rows]

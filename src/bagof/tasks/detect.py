@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..eval import coco_evaluate, to_coco_results
-from ..ops.postprocess import postprocess
+from ..ops.postprocess import detect
 from ..utils.visualize import draw_predictions
 from .base import TrainingTask
 
@@ -65,13 +65,7 @@ class DetectionTask(TrainingTask):
     @torch.no_grad()
     def predict_batch(self, imgs, metas) -> list[torch.Tensor]:
         """Detections per image in original-image pixels: (K, 6) [x1, y1, x2, y2, score, class]."""
-        dets = postprocess(self.model.decode(self.model(imgs)), **self.post_cfg)
-        out = []
-        for d, meta in zip(dets, metas):
-            d = d.clone()
-            d[:, :4] = meta["letterbox"].inverse_boxes(d[:, :4], meta["width"], meta["height"])
-            out.append(d)
-        return out
+        return detect(self.model, imgs, metas, self.post_cfg)
 
     def _evaluating(self) -> bool:
         ep = self.current_epoch + 1

@@ -40,7 +40,11 @@ class YoloHead(nn.Module):
         """Returns raw maps, each (B, anchors, H, W, 5 + classes [+ 4 uncertainties])."""
         outs = []
         for x, conv, pred in zip(feats, self.convs, self.preds):
-            y = pred(conv(x))
+            # the raw maps are box offsets and logits in float32 even under bf16/fp16 autocast: the loss and
+            # the decoding read sub-pixel offsets and exp(tw) from them (bf16 keeps ~3 significant digits)
+            x = conv(x)
+            with torch.autocast(x.device.type, enabled=False):
+                y = pred(x.float())
             b, _, h, w = y.shape
             outs.append(y.view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
         return outs

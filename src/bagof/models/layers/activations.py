@@ -2,12 +2,110 @@
 
 from __future__ import annotations
 
+import logging
+
+import torch
 from torch import nn
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+# Mish on CPU: PyTorch's kernel evaluates exp, log1p and tanh per element, and the profile of a cpu-scale
+# training step spends ~25% of its time there. x * tanh(softplus(x)) == x * n / (n + 2) with n = e^x (e^x + 2),
+# and its derivative t + x * sigmoid(x) * (1 - t^2), t = n / (n + 2), needs the same single exp: both are
+# compiled once per process by torch.compile's CPU backend into one fused loop (no such kernel in PyTorch or
+# a library; measured 2.3x (fp32) and 4x (bf16) faster forward + backward than F.mish). e^x saturates at
+# x = 20, where t == 1 in float32. Elsewhere (CUDA, tracing, export, no compiler) F.mish is used.
+FAST_MISH = True  # `make bench` turns it off to time the previous implementation in the same invocation
+_compiled: dict[str, object] = {}
+
+
+def _mish_forward(x):
+    w = torch.exp(x.clamp(max=20.0))
+    n = w * (w + 2)
+    return x * n / (n + 2)
+
+
+def _mish_backward(x, grad):
+    w = torch.exp(x.clamp(max=20.0))
+    n = w * (w + 2)
+    t = n / (n + 2)
+    return grad * (t + x * (w / (1 + w)) * (1 - t * t))
+
+
+def _kernel(name: str, fn):
+    if name not in _compiled:
+        _compiled[name] = torch.compile(fn, dynamic=True)
+    return _compiled[name]
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D, offset-free view (or copy): one compiled graph serves every layer's shape and stride."""
+    t = t.detach().reshape(-1)
+    return t.clone() if t.storage_offset() else t
+
+
+def _call(name: str, fn, *tensors: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(tensors[0].device.type, enabled=False):  # same global state in forward and backward
+        return _kernel(name, fn)(*map(_flat, tensors)).view(tensors[0].shape)
+
+
+class _OneExpMish(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _call("forward", _mish_forward, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return _call("backward", _mish_backward, x, grad)
+
+
+def _ready(dtype: torch.dtype) -> bool:
+    """Compiles both kernels for ``dtype`` on a small input, once: a compiler failure shows here, not mid-step."""
+    key = f"ready-{dtype}"
+    if key not in _compiled:
+        try:
+            with torch.inference_mode(False), torch.enable_grad():  # the first call may come from evaluation
+                x = torch.linspace(-3, 3, 120, dtype=dtype).view(2, 3, 4, 5).requires_grad_()
+                y = _OneExpMish.apply(x)  # as in a network: a 4-D input, a dense incoming gradient
+                y.backward(torch.ones_like(y))
+            _compiled[key] = True
+        except Exception as e:  # no C++ compiler, an unsupported platform: the result is the same with F.mish
+            _compiled[key] = False
+            log.warning("fast CPU Mish unavailable for %s (%s: %s); using torch's F.mish", dtype, type(e).__name__, e)
+    return _compiled[key]
+
+
+def _fast_mish_usable(x: torch.Tensor) -> bool:
+    return (
+        FAST_MISH
+        and x.device.type == "cpu"
+        and x.is_floating_point()
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def mish(x: torch.Tensor) -> torch.Tensor:
+    """Mish (Misra 2019), x * tanh(softplus(x)); the one-exp compiled kernel on CPU, F.mish elsewhere."""
+    if _fast_mish_usable(x) and _ready(x.dtype):
+        return _OneExpMish.apply(x)
+    return F.mish(x)
+
+
+class Mish(nn.Module):
+    def forward(self, x):
+        return mish(x)
+
 
 _ACTS = {
     "leaky": lambda: nn.LeakyReLU(0.1, inplace=True),
     "swish": lambda: nn.SiLU(inplace=True),
-    "mish": lambda: nn.Mish(inplace=True),
+    "mish": Mish,
     "relu": lambda: nn.ReLU(inplace=True),
     "logistic": nn.Sigmoid,
     "linear": nn.Identity,
@@ -19,3 +117,6 @@ def create_act(name: str) -> nn.Module:
         return _ACTS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTS)}") from None
+
+
+__all__ = ["FAST_MISH", "Mish", "create_act", "mish"]

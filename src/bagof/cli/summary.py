@@ -1,4 +1,4 @@
-"""`python -m bagof.summary [overrides]`: the composed model's layers, parameters and BFLOPs.
+"""`python -m bagof.cli.summary [overrides]`: the composed model's layers, parameters and BFLOPs.
 
 Needs no dataset on disk: only the config (classes and input size come from the data config).
 BFLOPs count convolutions only and a multiply-add as 2 FLOPs, as Darknet and the paper's Table 1 do.
@@ -10,10 +10,9 @@ import sys
 
 import hydra
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from .config import CONFIG_DIR
+from ..config import compose_config
 
 
 def conv_flops(model: nn.Module, size: int) -> tuple[float, list[tuple[str, tuple, int, float]]]:
@@ -46,8 +45,7 @@ def conv_flops(model: nn.Module, size: int) -> tuple[float, list[tuple[str, tupl
 
 
 def main(argv: list[str]) -> None:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=argv)
+    cfg = compose_config(argv)
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     size = cfg.data.img_size
     total, rows = conv_flops(model, size)

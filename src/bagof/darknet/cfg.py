@@ -1,9 +1,8 @@
-"""Reads a Darknet ``.cfg`` network definition and counts its parameters.
+"""Reads a Darknet ``.cfg`` network definition: its sections, its convolutional layers, its parameter count.
 
-Test helper only: the reference cfgs live in ``../shared/reference/darknet-cfg`` and are the
-ground truth our PyTorch modules are checked against (layer by layer, parameter by parameter).
-Counts follow Table 1's convention: conv weights + (BN scale and shift | conv bias); BN running
-statistics excluded.
+The reference cfgs (``../shared/reference/darknet-cfg``) are the ground truth our PyTorch modules are checked
+against, and the layout a ``.weights`` file follows (darknet/weights.py). Counts follow Table 1's convention:
+conv weights + (BN scale and shift | conv bias); BN running statistics excluded.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ def parse_cfg(path: str | Path) -> list[dict]:
     return sections
 
 
-def count_parameters(path: str | Path, trace: bool = False) -> tuple[int, list[tuple]]:
+def count_parameters(path: str | Path) -> tuple[int, list[tuple]]:
     """Returns (parameter count, per-layer [(index, type, out_channels, params)])."""
     sections = parse_cfg(path)
     net = sections[0]
@@ -74,3 +73,31 @@ def count_parameters(path: str | Path, trace: bool = False) -> tuple[int, list[t
         total += params
         rows.append((i, t, c, params))
     return total, rows
+
+
+def conv_layers(path: str | Path) -> list[dict]:
+    """The ``[convolutional]`` layers in file order (Darknet's execution and ``.weights`` order), each with
+    ``index``, ``c_in``, ``filters``, ``size``, ``stride``, ``groups``, ``bn`` and ``before_yolo`` (a detection
+    output: its bias holds the objectness and class logits)."""
+    sections = parse_cfg(path)
+    _, rows = count_parameters(path)
+    channels_in = [int(sections[0].get("channels", 3))] + [c for _, _, c, _ in rows]
+    layers = []
+    for i, s in enumerate(sections[1:]):
+        if s["type"] != "convolutional":
+            continue
+        nxt = sections[i + 2]["type"] if i + 2 < len(sections) else ""
+        layers.append(
+            {
+                "index": i,
+                "c_in": channels_in[i],
+                "filters": int(s["filters"]),
+                "size": int(s["size"]),
+                "stride": int(s.get("stride", 1)),
+                "groups": int(s.get("groups", 1)),
+                "dilation": int(s.get("dilation", 1)),
+                "bn": bool(int(s.get("batch_normalize", 0))),
+                "before_yolo": nxt in ("yolo", "Gaussian_yolo"),
+            }
+        )
+    return layers

@@ -1,0 +1,267 @@
+"""`make bench`: figures, not assertions. Prints and writes ``reports/bench/bench.json``.
+
+Every comparison runs both sides in this one invocation, alternated in rounds (the machine is shared and
+noisy), and reports both figures and their ratio:
+
+- training images/s at ``cpu`` scale for YOLOv4 and the ablation tables' CSPResNeXt50-PANet-SPP, the training
+  step as code 0.3.0 ran it (float32, torch's ``F.mish``) against today's (the scale's precision, the fast CPU
+  Mish; the SPP chain is in both);
+- inference latency of the paper-scale YOLOv4 at 416x416, batch 1, on a real letterboxed image, decode and
+  NMS included (conf 0.25, Darknet's ``detector test`` default): unfused + ``F.mish`` against BN-folded + fast
+  Mish, and OpenCV DNN's Darknet importer on the same network (yolov4.cfg with our weights, exported) when
+  an OpenCV 4.x interpreter is found: ``BAGOF_OPENCV_PYTHON``, or this one if its cv2 is 4.x (the dev extra);
+- evaluation time of the validation split at ``cpu`` scale (forward + decode + NMS + pycocotools).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import hydra
+import numpy as np
+import torch
+
+from ..config import compose_config, fast_precision
+from ..eval import coco_evaluate, to_coco_results
+from ..models.fuse import fuse_conv_bn
+from ..models.layers import activations
+from ..ops.letterbox import letterbox
+from ..ops.postprocess import postprocess
+
+DARKNET_CFG = "reference/darknet-cfg/yolov4.cfg"  # under the shared folder beside the datasets
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def _variant(fast: bool, precision: str = "32-true"):
+    """The fast CPU Mish on or off, and autocast as Lightning's ``precision`` sets it."""
+    old = activations.FAST_MISH
+    activations.FAST_MISH = fast
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    try:
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            yield
+    finally:
+        activations.FAST_MISH = old
+
+
+def _alternate(variants: dict, run, rounds: int) -> dict[str, list[float]]:
+    """``run(name)`` -> seconds, called for each variant in turn, ``rounds`` times (the order flips each round)."""
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else names[::-1]:
+            times[n].append(run(n))
+    return times
+
+
+def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
+    cfg = compose_config(["scale=cpu", *overrides])
+    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all").train()
+    loss_fn = hydra.utils.instantiate(cfg.loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batches = [b[:2] for _, b in zip(range(steps), dm.train_dataloader())]
+    variants = {"before": (False, "32-true"), "after": (True, str(cfg.train.precision))}
+
+    def run(name):
+        with _variant(*variants[name]):
+            for imgs, targets in batches[:1]:  # warm-up step (first use compiles)
+                _step(model, loss_fn, opt, imgs, targets)
+            t0 = time.perf_counter()
+            for imgs, targets in batches:
+                _step(model, loss_fn, opt, imgs, targets)
+            return time.perf_counter() - t0
+
+    n_imgs = sum(len(b[0]) for b in batches)
+    times = _alternate(variants, run, rounds)
+    ips = {n: n_imgs * len(t) / sum(t) for n, t in times.items()}
+    return {
+        "config": f"scale=cpu {' '.join(overrides)}".strip(),
+        "model": f"{cfg.model.backbone} ({cfg.model.backbone_act}) {cfg.model.neck}",
+        "img_size": cfg.data.img_size,
+        "batch_size": cfg.data.batch_size,
+        "steps_per_side": rounds * steps,
+        "before": "float32, torch F.mish (code 0.3.0's step)",
+        "after": f"precision {cfg.train.precision}, fast CPU Mish",
+        "images_per_s_before": ips["before"],
+        "images_per_s_after": ips["after"],
+        "speedup": ips["after"] / ips["before"],
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _step(model, loss_fn, opt, imgs, targets):
+    loss, _ = loss_fn(model(imgs), targets, model.anchors, model.strides, model.scale_x_y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _real_image(cfg, size: int) -> np.ndarray:
+    """A COCO128 image letterboxed to ``size`` (RGB), or a synthetic one where the dataset is absent."""
+    folder = Path(cfg.paths.datasets) / "coco128" / "images" / "train2017"
+    files = sorted(folder.glob("*.jpg"))[:1]
+    img = cv2.cvtColor(cv2.imread(str(files[0])), cv2.COLOR_BGR2RGB) if files else None
+    if img is None:
+        img = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
+    return letterbox(img, size)[0]
+
+
+def _opencv_python() -> str | None:
+    if os.environ.get("BAGOF_OPENCV_PYTHON"):
+        return os.environ["BAGOF_OPENCV_PYTHON"]
+    return sys.executable if hasattr(cv2.dnn, "readNetFromDarknet") else None
+
+
+class _OpenCV:
+    """The OpenCV DNN side, a persistent subprocess (bench_opencv.py) asked for N timed inferences at a time."""
+
+    def __init__(self, python: str, cfg: Path, model, image: np.ndarray, threads: int, conf: float, iou: float):
+        from ..darknet.convert import export_darknet
+
+        self.dir = tempfile.TemporaryDirectory(prefix="bagof-bench-")
+        weights = export_darknet(model, cfg, Path(self.dir.name) / "yolov4.weights")  # the very same network
+        png = Path(self.dir.name) / "input.png"
+        cv2.imwrite(str(png), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        script = Path(__file__).with_name("bench_opencv.py")
+        args = [python, str(script), str(cfg), str(weights), str(png), str(threads), str(conf), str(iou)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def time(self, n: int) -> list[float]:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.dir.cleanup()
+
+
+def bench_latency(threads: int, size: int = 416, rounds: int = 4, repeats: int = 5, conf: float = 0.25) -> dict:
+    cfg = compose_config(["scale=paper", "data=coco", f"data.img_size={size}"])
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model, _convert_="all").eval()
+    fused = fuse_conv_bn(model)
+    image = _real_image(cfg, size)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    post = {"conf_thresh": conf, "iou_thresh": 0.45, "max_det": 300}
+    sides = {"before": (model, False), "after": (fused, True)}
+    counts = {}
+
+    def ours(name):
+        net, fast = sides[name]
+        times = []
+        with _variant(fast), torch.inference_mode():
+            for i in range(repeats + 1):
+                t0 = time.perf_counter()
+                dets = postprocess(net.decode(net(x)), **post)
+                if i:  # the first of each round warms up
+                    times.append(time.perf_counter() - t0)
+        counts[name] = len(dets[0])
+        return times
+
+    opencv, py = None, _opencv_python()
+    cfg_path = Path(cfg.paths.datasets).parent / DARKNET_CFG
+    if py and cfg_path.is_file():
+        opencv = _OpenCV(py, cfg_path, model, image, threads, conf, 0.45)
+        sides["opencv"] = None
+    runs = _alternate(sides, lambda n: opencv.time(repeats) if n == "opencv" else ours(n), rounds)
+    med = {n: 1000 * statistics.median([t for r in ts for t in r]) for n, ts in runs.items()}
+    out = {
+        "model": "yolov4 (paper scale, 80 classes, random init)",
+        "input": f"{size}x{size} letterboxed COCO128 image",
+        "batch": 1,
+        "postprocess": post,
+        "latency_ms_median_before": med["before"],
+        "latency_ms_median_after": med["after"],
+        "before": "unfused conv-BN, torch F.mish",
+        "after": "conv-BN folded, fast CPU Mish",
+        "detections": counts,
+        "note": "random weights score below any threshold (objectness prior 0.01), so these figures are the "
+        "forward + decode of both runtimes; the NMS cost at a trained model's load is in eval_cpu_scale",
+        "timed_runs_per_side": rounds * repeats,
+    }
+    if opencv:
+        out |= {
+            "latency_ms_median_opencv": med["opencv"],
+            "opencv": opencv.info,
+            "ratio_after_to_opencv": med["after"] / med["opencv"],
+            "ratio_before_to_opencv": med["before"] / med["opencv"],
+        }
+        opencv.close()
+    else:
+        out["opencv"] = f"skipped: no OpenCV 4.x interpreter (set BAGOF_OPENCV_PYTHON) or no {cfg_path}"
+    return out
+
+
+def bench_eval(overrides) -> dict:
+    cfg = compose_config(["scale=cpu", *overrides])
+    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
+    dm.setup("fit")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all").eval()
+    cats = dm.categories
+    with _variant(True, str(cfg.train.precision)), torch.inference_mode():
+        model(next(iter(dm.val_dataloader()))[0])  # warm-up (compiles the fast Mish)
+        t0 = time.perf_counter()
+        results = []
+        for imgs, _, metas in dm.val_dataloader():
+            for d, meta in zip(postprocess(model.decode(model(imgs))), metas):
+                d[:, :4] = meta["letterbox"].inverse_boxes(d[:, :4], meta["width"], meta["height"])
+                results += to_coco_results(d, meta["image_id"], cats)
+    t_pred = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    coco_evaluate(dm.val_set.coco, results)
+    return {
+        "images": len(dm.val_set),
+        "detections": len(results),
+        "predict_nms_s": t_pred,
+        "pycocotools_s": time.perf_counter() - t1,
+    }
+
+
+def main(argv: list[str]) -> None:
+    threads = int(os.environ.get("BAGOF_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    report = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "make bench" + (f" ARGS='{' '.join(argv)}'" if argv else ""),
+        "hardware": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch_threads": threads,
+            "bf16_native": fast_precision() == "bf16-mixed",
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "torch": torch.__version__,
+        "train_cpu_scale": [bench_train(argv), bench_train(["model=cspresnext50_panet_spp", *argv])],
+        "eval_cpu_scale": bench_eval(argv),
+        "latency_paper_yolov4": bench_latency(threads),
+    }
+    print(json.dumps(report, indent=2))
+    out = Path(os.environ.get("BAGOF_ROOT", ".")) / "reports" / "bench" / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,47 @@
+"""The fast CPU Mish is Mish: values and gradients against x * tanh(softplus(x)) in float64."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bagof.models.layers import activations
+from bagof.models.layers.activations import Mish, mish
+
+
+def _reference(x64):
+    x64 = x64.detach().requires_grad_()
+    y = x64 * torch.tanh(F.softplus(x64))
+    (g,) = torch.autograd.grad(y.sum(), x64)
+    return y.detach(), g
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_fast_mish_matches_the_formula_and_its_derivative(dtype, tol):
+    x = torch.linspace(-40, 40, 20001).to(dtype).view(1, 1, 1, -1).requires_grad_()
+    y = mish(x)
+    y.backward(torch.ones_like(y))
+    assert y.dtype == dtype and x.grad.dtype == dtype
+    ref_y, ref_g = _reference(x.detach().double())
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    # relative to the magnitude (bf16 keeps ~3 significant digits), absolute near zero
+    assert ((y.double() - ref_y).abs() <= tol * (1 + ref_y.abs())).all()
+    assert ((x.grad.double() - ref_g).abs() <= tol * (1 + ref_g.abs())).all()
+    assert y.grad_fn is not None and "OneExpMish" in type(y.grad_fn).__name__  # the compiled path ran
+
+
+def test_mish_falls_back_to_torch_when_switched_off_or_traced(monkeypatch):
+    x = torch.randn(2, 3, 4, 4)
+    monkeypatch.setattr(activations, "FAST_MISH", False)
+    assert torch.equal(Mish()(x), F.mish(x))
+    monkeypatch.setattr(activations, "FAST_MISH", True)
+    graph = torch.jit.trace(Mish(), x).graph  # tracing / ONNX export see the standard op, not the compiled one
+    assert "aten::mish" in str(graph)
+
+
+def test_first_call_from_evaluation_compiles_and_uses_the_fast_path(monkeypatch):
+    monkeypatch.setattr(activations, "_compiled", {})
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        y = mish(x)
+    assert activations._compiled.get("ready-torch.float32") is True
+    assert torch.allclose(y, F.mish(x), atol=1e-6)
