@@ -139,3 +139,22 @@ def test_outputs_equal_opencv_dnn_on_the_same_weights(yolov4_pair):
     )
     assert np.allclose(ours[:, :4] / 416, theirs[:, :4], atol=1e-4)
     assert np.allclose(ours[:, 4], theirs[:, 4], atol=1e-4)
+
+
+def test_a_darknet_classifier_feeds_the_detectors_backbone(tmp_path):
+    """Table 6's transfer from a Darknet classifier: csdarknet53-omega's .weights -> model.backbone_weights."""
+    from bagof.darknet.convert import export_darknet
+    from bagof.models.classifier import Classifier
+    from bagof.models.detector import YoloDetector
+    from bagof.ops.anchors import YOLOV3_ANCHORS
+
+    cfg = need(DARKNET_CFG / "csdarknet53-omega.cfg")
+    torch.manual_seed(0)
+    classifier = Classifier("cspdarknet53", 1000, backbone_act="mish")
+    path = export_darknet(classifier, cfg, tmp_path / "omega.weights")  # our classifier is that network
+    det = YoloDetector("cspdarknet53", 80, YOLOV3_ANCHORS, backbone_weights=str(path), backbone_darknet_cfg=str(cfg))
+    for (k, a), b in zip(classifier.backbone.state_dict().items(), det.backbone.state_dict().values()):
+        if "num_batches_tracked" not in k:
+            assert torch.equal(a, b), k
+    back = Classifier("cspdarknet53", 1000, backbone_act="mish", weights=str(path), darknet_cfg=str(cfg))
+    assert torch.equal(back.fc.weight, classifier.fc.weight)  # model.weights reads the classifier whole

@@ -38,6 +38,7 @@ from ..models.fuse import fuse_conv_bn
 from ..models.layers import activations
 from ..ops.letterbox import letterbox
 from ..ops.postprocess import postprocess
+from ..train import build_task
 
 DARKNET_CFG = "reference/darknet-cfg/yolov4.cfg"  # under the shared folder beside the datasets
 
@@ -74,7 +75,7 @@ def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
     dm = hydra.utils.instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     model = hydra.utils.instantiate(cfg.model, _convert_="all").train()
-    loss_fn = hydra.utils.instantiate(cfg.loss)
+    task = build_task(cfg, model, hydra.utils.instantiate(cfg.loss))  # the training step the loop runs
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batches = [b[:2] for _, b in zip(range(steps), dm.train_dataloader())]
     variants = {"before": (False, "32-true"), "after": (True, str(cfg.train.precision))}
@@ -82,10 +83,10 @@ def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
     def run(name):
         with _variant(*variants[name]):
             for imgs, targets in batches[:1]:  # warm-up step (first use compiles)
-                _step(model, loss_fn, opt, imgs, targets)
+                _step(task, opt, imgs, targets)
             t0 = time.perf_counter()
             for imgs, targets in batches:
-                _step(model, loss_fn, opt, imgs, targets)
+                _step(task, opt, imgs, targets)
             return time.perf_counter() - t0
 
     n_imgs = sum(len(b[0]) for b in batches)
@@ -106,8 +107,8 @@ def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
     }
 
 
-def _step(model, loss_fn, opt, imgs, targets):
-    loss, _ = loss_fn(model(imgs), targets, model.anchors, model.strides, model.scale_x_y)
+def _step(task, opt, imgs, targets):
+    loss, _ = task.compute_loss(imgs, targets)
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -55,6 +55,7 @@ class YoloDetector(nn.Module):
         backbone_weights: str | None = None,
         weights: str | None = None,
         darknet_cfg: str | None = None,
+        backbone_darknet_cfg: str | None = None,
     ):
         super().__init__()
         if backbone not in BACKBONES:
@@ -71,7 +72,7 @@ class YoloDetector(nn.Module):
         except TypeError:
             raise ValueError(f"model.backbone={backbone} has no option {sorted(extra)}") from None
         if backbone_weights:  # Table 6: start from a trained classifier's backbone (models/transfer.py)
-            load_backbone(self.backbone, backbone_weights)
+            load_backbone(self.backbone, backbone_weights, backbone_darknet_cfg)
         chans = [c if width == 1.0 else make_divisible(c * width) for c in neck_channels]
         self.neck = build_neck(self.backbone.out_channels, chans, kind=neck, spp=spp, act=neck_act)
         c_out = self.neck.out_channels

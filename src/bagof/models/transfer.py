@@ -74,8 +74,11 @@ def backbone_state(source: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def load_backbone(backbone: nn.Module, source: str) -> int:
-    """Copies every tensor of ``backbone`` from ``source``; returns how many. Refuses any mismatch."""
+def load_backbone(backbone: nn.Module, source: str, darknet_cfg: str | None = None) -> int:
+    """Copies every tensor of ``backbone`` from ``source``; returns how many. Refuses any mismatch.
+    A Darknet classifier's ``.weights`` (e.g. csdarknet53-omega's) is read in ``darknet_cfg``'s layout."""
+    if str(source).endswith(".weights"):
+        return _load_darknet_backbone(backbone, _checkpoint_file(source), darknet_cfg)
     state = backbone_state(source)
     own = backbone.state_dict()
     missing = sorted(set(own) - set(state))
@@ -102,3 +105,27 @@ def load_backbone(backbone: nn.Module, source: str) -> int:
     backbone.load_state_dict(state, strict=True)
     log.info("backbone initialised from %s (%d tensors)", source, len(state))
     return len(state)
+
+
+def _load_darknet_backbone(backbone: nn.Module, path: Path, darknet_cfg: str | None) -> int:
+    """The backbone of a Darknet classifier: its cfg's conv layers but the last (the 1000-way classifier layer,
+    read into a throw-away conv) map onto ``backbone`` (bagof.darknet.convert)."""
+    from ..darknet.cfg import conv_layers
+    from ..darknet.convert import load_darknet
+
+    if not darknet_cfg or not Path(darknet_cfg).is_file():
+        raise TransferError(
+            f"model.backbone_weights={path} is a Darknet file: model.backbone_darknet_cfg={darknet_cfg!r} must be "
+            "its classifier's .cfg (set BAGOF_DARKNET_CFG or model.backbone_darknet_cfg=<path>)"
+        )
+    last = conv_layers(darknet_cfg)[-1]
+    classifier = nn.Module()
+    classifier.backbone = backbone
+    classifier.fc = nn.Conv2d(last["c_in"], last["filters"], last["size"])
+    try:
+        load_darknet(classifier, darknet_cfg, path)
+    except ValueError as e:
+        raise TransferError(f"model.backbone_weights={path}: {e}") from None
+    n = len(backbone.state_dict())
+    log.info("backbone initialised from %s (Darknet, %s; %d tensors)", path, Path(darknet_cfg).name, n)
+    return n

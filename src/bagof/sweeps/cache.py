@@ -48,7 +48,8 @@ def identity(cfg: DictConfig) -> dict:
         data["model"].pop("backbone_weights")
     if data.get("model", {}).get("weights", "") is None:  # as a config without the key meant
         data["model"].pop("weights")
-    data.get("model", {}).pop("darknet_cfg", None)  # where .weights files are read from, not what trains
+    for key in ("darknet_cfg", "backbone_darknet_cfg"):  # the layout .weights files are read in, not what trains
+        data.get("model", {}).pop(key, None)
     if data.get("model", {}).get("specials", None) == {}:  # no special applied: as before the key existed
         data["model"].pop("specials")
     return data
