@@ -45,3 +45,18 @@ def test_first_call_from_evaluation_compiles_and_uses_the_fast_path(monkeypatch)
         y = mish(x)
     assert activations._compiled.get("ready-torch.float32") is True
     assert torch.allclose(y, F.mish(x), atol=1e-6)
+
+
+def test_a_failing_compilation_falls_back_to_the_same_formula_eagerly(monkeypatch):
+    def broken(name, fn):
+        raise RuntimeError("compiler cache race")
+
+    monkeypatch.setattr(activations, "_kernel", broken)
+    monkeypatch.setattr(activations, "_compiled", {"ready-torch.float32": True})
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    y = mish(x)
+    y.backward(torch.ones_like(y))
+    ref = x.detach().clone().requires_grad_()
+    F.mish(ref).backward(torch.ones_like(ref))
+    assert torch.allclose(y, F.mish(x), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
+    assert activations._compiled["failed"] is True

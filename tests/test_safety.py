@@ -193,7 +193,8 @@ def test_two_sweeps_on_a_new_store_train_each_run_once(tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     _, runs = _row_runs(tmp_path, "tables")
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)  # 0 duplicates
+    seen = [(r.data.tags["row"], r.info.status, r.data.tags.get("error", "")[:300]) for r in runs]
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs), seen  # 0 duplicates
     assert sorted(r.data.tags["row"] for r in runs) == ["base", "ciou"]
 
 

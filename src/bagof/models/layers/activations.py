@@ -46,8 +46,17 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 def _call(name: str, fn, *tensors: torch.Tensor) -> torch.Tensor:
+    flat = list(map(_flat, tensors))
     with torch.autocast(tensors[0].device.type, enabled=False):  # same global state in forward and backward
-        return _kernel(name, fn)(*map(_flat, tensors)).view(tensors[0].shape)
+        if not _compiled.get("failed"):
+            try:
+                return _kernel(name, fn)(*flat).view(tensors[0].shape)
+            except Exception as e:  # a later recompilation failed (e.g. a compiler cache race between processes)
+                _compiled["failed"] = True
+                log.warning(
+                    "fast CPU Mish: compiling %s failed (%s: %s); evaluating it eagerly", name, type(e).__name__, e
+                )
+        return fn(*flat).view(tensors[0].shape)  # the same formula, op by op
 
 
 class _OneExpMish(torch.autograd.Function):
