@@ -60,3 +60,28 @@ def test_a_failing_compilation_falls_back_to_the_same_formula_eagerly(monkeypatc
     F.mish(ref).backward(torch.ones_like(ref))
     assert torch.allclose(y, F.mish(x), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
     assert activations._compiled["failed"] is True
+
+
+def test_fast_precision_is_bf16_only_where_native(monkeypatch):
+    from bagof.config import fast_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert fast_precision() == "bf16-mixed"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert fast_precision() == "32-true"
+
+
+def test_head_outputs_stay_float32_and_close_under_bf16_autocast():
+    from bagof.models.heads.yolo_head import YoloHead
+
+    torch.manual_seed(0)
+    head = YoloHead([8, 16], num_classes=3).eval()
+    feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)]
+    with torch.no_grad():
+        ref = head(feats)
+        with torch.autocast("cpu", torch.bfloat16):
+            low = head(feats)
+    assert all(o.dtype == torch.float32 for o in low)
+    # only the 3x3 conv ran in bf16: the logits keep ~2-3 significant digits, not bf16's rounding of the sum
+    assert all(torch.allclose(a, b, atol=0.05, rtol=0.02) for a, b in zip(low, ref))

@@ -353,3 +353,10 @@ def test_a_variant_sweep_extends_its_base_and_adds_toggles_to_every_row(tmp_path
     (tmp_path / "v.yaml").write_text("extends: nowhere.yaml\n")
     with pytest.raises(SweepError, match="nowhere.yaml"):
         load_sweep(tmp_path / "v.yaml")
+
+
+def test_run_identity_ignores_where_darknet_cfgs_live_not_the_weights(compose):
+    base = config_hash(compose(["scale=smoke"]))
+    assert config_hash(compose(["scale=smoke", "model.darknet_cfg=/elsewhere/yolov4.cfg"])) == base
+    assert config_hash(compose(["scale=smoke", "model.backbone_darknet_cfg=/elsewhere/x.cfg"])) == base
+    assert config_hash(compose(["scale=smoke", "model.weights=/w/last.ckpt"])) != base

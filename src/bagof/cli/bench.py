@@ -37,8 +37,9 @@ from ..eval import coco_evaluate, to_coco_results
 from ..models.fuse import fuse_conv_bn
 from ..models.layers import activations
 from ..ops.letterbox import letterbox
-from ..ops.postprocess import postprocess
+from ..ops.postprocess import detect, postprocess
 from ..train import build_task
+from .eval import autocast_for
 
 DARKNET_CFG = "reference/darknet-cfg/yolov4.cfg"  # under the shared folder beside the datasets
 
@@ -52,9 +53,8 @@ def _variant(fast: bool, precision: str = "32-true"):
     """The fast CPU Mish on or off, and autocast as Lightning's ``precision`` sets it."""
     old = activations.FAST_MISH
     activations.FAST_MISH = fast
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     try:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with autocast_for(precision):
             yield
     finally:
         activations.FAST_MISH = old
@@ -219,13 +219,13 @@ def bench_eval(overrides) -> dict:
     dm.setup("fit")
     model = hydra.utils.instantiate(cfg.model, _convert_="all").eval()
     cats = dm.categories
+    post = dict(cfg.train.postprocess)
     with _variant(True, str(cfg.train.precision)), torch.inference_mode():
         model(next(iter(dm.val_dataloader()))[0])  # warm-up (compiles the fast Mish)
         t0 = time.perf_counter()
         results = []
         for imgs, _, metas in dm.val_dataloader():
-            for d, meta in zip(postprocess(model.decode(model(imgs))), metas):
-                d[:, :4] = meta["letterbox"].inverse_boxes(d[:, :4], meta["width"], meta["height"])
+            for d, meta in zip(detect(model, imgs, metas, post), metas):
                 results += to_coco_results(d, meta["image_id"], cats)
     t_pred = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -32,6 +32,12 @@ log = logging.getLogger("bagof")
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
+def autocast_for(precision: str, device_type: str = "cpu"):
+    """The autocast context Lightning's ``precision`` runs a step under (off for 32-true)."""
+    dtype = AUTOCAST.get(precision)
+    return torch.autocast(device_type, dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def load_model(cfg: DictConfig):
     """The config's model with ``model.weights`` loaded (``runs:/`` fetched first), in eval mode."""
     if not cfg.model.get("weights"):
@@ -47,8 +53,7 @@ def load_model(cfg: DictConfig):
 
 def predict(model, imgs: torch.Tensor, metas, post: dict, precision: str) -> list[torch.Tensor]:
     """Detections per image in original-image pixels: (K, 6) [x1, y1, x2, y2, score, class]."""
-    dtype = AUTOCAST.get(precision)
-    with torch.inference_mode(), torch.autocast(imgs.device.type, dtype or torch.bfloat16, enabled=dtype is not None):
+    with torch.inference_mode(), autocast_for(precision, imgs.device.type):
         return detect(model, imgs, metas, post)
 
 
