@@ -16,7 +16,7 @@ LAUNCHER ?= local
 SLURM   ?=
 TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
-STUDIES := convergence noise noise-ema
+STUDIES := convergence noise noise-ema noise-30
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
@@ -28,7 +28,7 @@ help:  ## list the targets
 	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MAX_SEEDS=8"
 	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
 	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
-	@echo "  make noise / noise-ema  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5), without / with EMA"
+	@echo "  make noise / noise-ema / noise-30  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5): 9 epochs without / with EMA, 30 epochs"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:
