@@ -19,7 +19,7 @@ TABLES  := table2 table3 table4 table5 table6 table7
 STUDIES := convergence noise noise-ema noise-30
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
+.PHONY: help install lock install-locked run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install bagof with its dev tools
+
+lock: install  ## write requirements.lock: the exact versions installed in .venv (the tested environment)
+	@{ echo "# The environment \`make test\` passed in: $$($(PYTHON) -c 'import platform; print("Python", platform.python_version(), platform.machine())')."; \
+	   echo "# Written by \`make lock\` (pip freeze of .venv); install it with \`make install-locked\`. A +cpu torch comes from"; \
+	   echo "# a local wheel folder (WHEELS=) or https://download.pytorch.org/whl/cpu."; \
+	   $(BIN)/pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock
+
+install-locked: | $(BIN)/activate  ## install requirements.lock's exact versions, then bagof itself (no resolution)
+	$(BIN)/pip install -q $(if $(wildcard $(WHEELS)),--find-links $(WHEELS)) -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(VENV)/.installed
 
 run: install  ## train + evaluate the default (YOLOv4, synthetic data, cpu scale); ARGS=overrides
 	$(PYTHON) run.py $(ARGS)

@@ -44,8 +44,26 @@ def fast_precision() -> str:
     return "bf16-mixed" if native else "32-true"
 
 
-if not OmegaConf.has_resolver("fast_precision"):
-    OmegaConf.register_new_resolver("fast_precision", fast_precision)
+def loader_workers(most: int | str = 8) -> int:
+    """``${workers:8}``: DataLoader workers scaled to the machine, at most ``most`` and one core left to the main
+    process (0 on a 1- or 2-core machine, where decoding once into the RAM cache beats worker processes)."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # what this process may use (a cluster job's share), not the node's
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(0, min(int(most), cores - 1)) if cores > 2 else 0
+
+
+def cuda_available() -> bool:
+    """``${cuda:}``: whether a CUDA GPU is here (a setting that pays on a GPU and costs on the CPU)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+for _name, _fn in (("fast_precision", fast_precision), ("workers", loader_workers), ("cuda", cuda_available)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
 
 _ga_warned: set[tuple[str, str]] = set()
 

@@ -85,6 +85,8 @@ def fit(cfg: DictConfig) -> RunResult:
     model = hydra.utils.instantiate(cfg.model, _convert_="all", **local_weights(cfg))
     loss = hydra.utils.instantiate(cfg.loss)
     t = cfg.train
+    if t.get("channels_last"):  # the convolutions then hand NHWC on (inputs follow their weights' layout)
+        model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, model, loss)
     logger = build_logger(cfg, resume.run_id if resume else None)
     if logger is not None and resume is not None and resume.run_id:
@@ -108,6 +110,7 @@ def fit(cfg: DictConfig) -> RunResult:
         accelerator=t.accelerator,
         devices=t.devices,
         precision=t.precision,
+        benchmark=t.get("cudnn_benchmark"),
         accumulate_grad_batches=t.accumulate,
         logger=logger if logger is not None else False,
         callbacks=[

@@ -39,7 +39,7 @@ from ..models.layers import activations
 from ..ops.letterbox import letterbox
 from ..ops.postprocess import detect, postprocess
 from ..train import build_task
-from .eval import autocast_for
+from ..utils.precision import autocast_for
 
 DARKNET_CFG = "reference/darknet-cfg/yolov4.cfg"  # under the shared folder beside the datasets
 

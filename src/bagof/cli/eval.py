@@ -27,15 +27,9 @@ from ..eval import coco_evaluate, to_coco_results
 from ..launch import TAG_KIND
 from ..ops.postprocess import detect
 from ..train import build_logger, local_weights, resolve_config
+from ..utils.precision import autocast_for
 
 log = logging.getLogger("bagof")
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-
-
-def autocast_for(precision: str, device_type: str = "cpu"):
-    """The autocast context Lightning's ``precision`` runs a step under (off for 32-true)."""
-    dtype = AUTOCAST.get(precision)
-    return torch.autocast(device_type, dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def load_model(cfg: DictConfig):

@@ -281,6 +281,7 @@ class DetectionDataModule(L.LightningDataModule):
             worker_init_fn=seed_worker,
             drop_last=shuffle and len(ds) > self.batch_size,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -301,6 +302,7 @@ class DetectionDataModule(L.LightningDataModule):
             collate_fn=collate,
             worker_init_fn=seed_worker,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -1,6 +1,7 @@
 """Identity of a run for the result cache: a hash of the resolved config, plus seed and code version.
 
-Keys that do not change results (paths, logging, progress bars, loader workers, threads) are left out,
+Keys that do not change results (paths, logging, progress bars, loader workers, threads, cuDNN autotuning, memory
+layout) are left out,
 and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
 A scale preset's settings for the search (``scale.ga_fraction``) and for other tasks (``scale.classify``)
 act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is
@@ -21,7 +22,10 @@ from .. import __version__
 CODE_VERSION = __version__  # bump bagof.__version__ when a change alters training results
 VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
 VOLATILE_SCALE = ("ga_fraction", "classify", "detect")
-VOLATILE_TRAIN = ("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "resume")
+VOLATILE_TRAIN = (
+    *("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "resume"),
+    *("cudnn_benchmark", "channels_last"),  # speed only: the same arithmetic in another order or layout
+)
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -1,0 +1,94 @@
+"""Beyond one machine (issue 15): the GPU check's CPU dry run, the settings that follow the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bagof import config as bagof_config
+from bagof.cli import gpu_check
+from bagof.sweeps.cache import config_hash
+
+from .conftest import DATASETS, ROOT, need
+
+
+def _strict_json(text: str) -> dict:
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_gpu_check_dry_run_runs_every_part_on_the_cpu(tmp_path):
+    need(DATASETS / "coco128")
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHON": sys.executable, "BAGOF_ROOT": str(tmp_path), "BAGOF_DATASETS": str(DATASETS)}
+    env.pop("OUT", None)
+    p = subprocess.run(
+        [str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    report = _strict_json(out.read_text())  # pycocotools' undefined APs are null, not NaN
+    assert report["dry_run"] is True and report["machine"]["cuda"] is None
+    for part in ("throughput", "parity", "train", "cmbn_sat_bf16-mixed"):
+        assert "error" not in report[part], report[part]
+    rows = report["throughput"]
+    assert {(r["memory_format"], r["batch"]) for r in rows} == {
+        (f, b) for f in ("nchw", "channels_last") for b in (2, 4)
+    }
+    assert all(r["images_per_s"] > 0 and r["loss_finite"] for r in rows)
+    par = report["parity"]  # the CPU against itself here: exact, and the train-mode floor is measured
+    assert par["pass"] and par["eval"]["grad_rel_l2_all"] == 0.0 and par["train"]["loss_rel_diff"] == 0.0
+    assert par["train"]["floor_cpu_nudged"]["grad_rel_l2_all"] > 0
+    assert report["train"]["metrics"]["APs"] is None or report["train"]["metrics"]["APs"] >= 0
+    committed = ROOT / "reports" / "bench" / "gpu.json"
+    assert not committed.exists() or _strict_json(committed.read_text())["dry_run"] is False
+
+
+def test_gpu_check_update_keeps_other_parts_and_refuses_another_machine(tmp_path, monkeypatch, capsys):
+    need(DATASETS / "coco128")
+    monkeypatch.setenv("BAGOF_DATASETS", str(DATASETS))
+    monkeypatch.setenv("BAGOF_ROOT", str(tmp_path))
+    out = tmp_path / "gpu.json"
+    here = gpu_check._machine(torch.device("cpu"))["device"]
+    out.write_text(json.dumps({"machine": {"device": "NVIDIA H100 80GB HBM3"}, "throughput": [{"batch": 8}]}))
+    assert gpu_check.main(["--dry-run", "--update", "--out", str(out), "--parts", "parity"]) == 2
+    err = capsys.readouterr().err
+    assert "NVIDIA H100 80GB HBM3" in err and "drop --update" in err
+    out.write_text(json.dumps({"machine": {"device": here}, "throughput": [{"batch": 8}]}))
+    assert gpu_check.main(["--dry-run", "--update", "--out", str(out), "--parts", "parity"]) == 0
+    report = _strict_json(out.read_text())
+    assert report["throughput"] == [{"batch": 8}] and report["parity"]["pass"]
+    assert set(report["part_generated"]) == {"parity"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")
+def test_gpu_check_without_a_gpu_says_to_use_the_dry_run(capsys):
+    assert gpu_check.main([]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cores,workers", [(1, 0), (2, 0), (4, 3), (16, 8), (64, 8)])
+def test_loader_workers_follow_the_cores_this_process_may_use(monkeypatch, cores, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert bagof_config.loader_workers(8) == workers
+
+
+def test_paper_scale_needs_no_gpu_flags_and_speed_settings_keep_the_identity(compose):
+    cfg = compose(["scale=paper", "data=coco128"])
+    on_gpu = torch.cuda.is_available()
+    assert cfg.train.channels_last is on_gpu and cfg.train.cudnn_benchmark is True
+    assert cfg.train.precision == bagof_config.fast_precision()
+    assert cfg.data.num_workers == bagof_config.loader_workers(8)
+    base = compose(["scale=cpu", "data=bccd"])
+    fast = compose(["scale=cpu", "data=bccd", "train.channels_last=true", "train.cudnn_benchmark=false"])
+    assert config_hash(base) == config_hash(fast)  # speed settings: the same results, the cache reuses them
