@@ -1,5 +1,7 @@
 """Darknet files: the cfg's conv layers and the .weights layout (header, per-layer order, sizes)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +141,42 @@ def test_outputs_equal_opencv_dnn_on_the_same_weights(yolov4_pair):
     )
     assert np.allclose(ours[:, :4] / 416, theirs[:, :4], atol=1e-4)
     assert np.allclose(ours[:, 4], theirs[:, 4], atol=1e-4)
+
+
+@pytest.mark.parametrize("model_cfg", ["yolov3", "cspresnext50_panet_spp"])
+def test_head_outputs_equal_opencv_dnn_for_the_other_detector_cfgs(model_cfg, compose, tmp_path):
+    """yolov3.cfg and csresnext50-panet-spp.cfg (the ablation tables' detector), by their raw head outputs."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromDarknet"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no Darknet importer: install opencv-python-headless<5 (dev extra)")
+    import hydra
+
+    from bagof.darknet.cfg import parse_cfg
+    from bagof.darknet.convert import export_darknet
+
+    cfg = compose([f"model={model_cfg}", "scale=paper", "data=coco", "data.img_size=416"])
+    darknet_cfg = need(Path(cfg.model.darknet_cfg))
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model, _convert_="all").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = export_darknet(model, darknet_cfg, tmp_path / "net.weights")
+    net = cv2.dnn.readNetFromDarknet(str(darknet_cfg), str(path))
+    layers = parse_cfg(darknet_cfg)[1:]  # OpenCV names a layer by its index among the cfg's sections after [net]
+    heads = [f"conv_{i - 1}" for i, s in enumerate(layers) if s["type"] == "yolo"]
+    x = torch.rand(1, 3, 416, 416, generator=torch.Generator().manual_seed(1))
+    net.setInput(x.numpy())
+    ref = net.forward(heads)
+    with torch.no_grad():
+        raw = model(x)
+    by_size = {r.shape[2]: r for r in raw}  # the order of the scales differs between the cfgs
+    for theirs in ref:
+        ours = by_size[theirs.shape[2]]
+        b, a, h, w, n = ours.shape
+        ours = ours.permute(0, 1, 4, 2, 3).reshape(b, a * n, h, w).numpy()
+        assert np.abs(ours - theirs).max() <= 1e-3 * max(1.0, np.abs(theirs).max()), heads
 
 
 def test_a_darknet_classifier_feeds_the_detectors_backbone(tmp_path):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
+import mlflow
 import pytest
 import torch
 
@@ -15,6 +20,9 @@ from bagof.cli import gpu_check
 from bagof.sweeps.cache import config_hash
 
 from .conftest import DATASETS, ROOT, need
+from .test_safety import ONE_ROW, _env, _sweep_file
+
+TWO_ROWS = ONE_ROW + "- label: ciou\n  bof: [ciou]\n  paper: {AP: 39.6, AP50: 59.2, AP75: 42.6}\n"
 
 
 def _strict_json(text: str) -> dict:
@@ -92,3 +100,48 @@ def test_paper_scale_needs_no_gpu_flags_and_speed_settings_keep_the_identity(com
     base = compose(["scale=cpu", "data=bccd"])
     fast = compose(["scale=cpu", "data=bccd", "train.channels_last=true", "train.cudnn_benchmark=false"])
     assert config_hash(base) == config_hash(fast)  # speed settings: the same results, the cache reuses them
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_path):
+    """The shared store of several workers: `mlflow server` (sqlite backend, artifacts proxied) on a free port."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
+        + ["--artifacts-destination", str(tmp_path / "served"), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
+                time.sleep(1)
+        path = _sweep_file(tmp_path, TWO_ROWS)
+        env = {**_env(tmp_path), "MLFLOW_TRACKING_URI": uri}
+        cmd = [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke", "--jobs", "2"]
+        p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name("tables")
+        runs = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
+        assert sorted(r.data.tags["row"] for r in runs) == ["base", "ciou"]  # each once
+        assert all(r.info.status == "FINISHED" for r in runs)
+        for r in runs:  # artifacts went through the server to its destination
+            assert "config.yaml" in {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert list((tmp_path / "served").rglob("config.yaml")) and not (tmp_path / "mlflow.db").exists()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

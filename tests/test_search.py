@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from bagof.search import EvolveSampler, SearchSpace
-from bagof.search.driver import ORPHAN_AFTER, run_search
+from bagof.search.driver import ORPHAN_AFTER, make_storage, run_search
 
 from .conftest import DATASETS, ROOT
 
@@ -95,8 +95,8 @@ def _env(tmp_path):
     )
 
 
-def _study(tmp_path, name="ga-synthetic-smoke"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+def _study(tmp_path, name="ga-synthetic-smoke", storage=None):
+    return optuna.load_study(study_name=name, storage=make_storage(storage or f"sqlite:///{tmp_path}/optuna.db"))
 
 
 @pytest.mark.parametrize("sampler", ["evolve", "nsga2"])
@@ -163,12 +163,19 @@ def test_killed_search_resumes_without_repeating_trials(compose, tmp_path):
     assert not [t for t in trials if t.state == TrialState.RUNNING]  # the killed trial was marked FAIL
 
 
-def test_two_drivers_share_a_study_and_the_hydra_form(compose, tmp_path):
+# SQLite's concurrent drivers are also exercised by the resume test; both variants take ~1 min: sqlite in test-slow
+@pytest.mark.parametrize("storage", [pytest.param("sqlite", marks=pytest.mark.slow), "journal"])
+def test_two_drivers_share_a_study_and_the_hydra_form(compose, tmp_path, storage):
+    """Two driver processes on one study: SQLite (one machine) or Optuna's journal file (a shared file system,
+    several machines): every trial recorded once, none lost, no candidate proposed twice."""
     compose()
-    procs = [_launch(tmp_path, "search.n_trials=3") for _ in range(2)]
+    url = f"journal:{tmp_path}/ga.log" if storage == "journal" else None
+    extra = [f"search.storage={url}"] if url else []
+    procs = [_launch(tmp_path, "search.n_trials=3", *extra) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
-    trials = _study(tmp_path).trials
+    assert (tmp_path / "ga.log").is_file() == (storage == "journal")
+    trials = _study(tmp_path, storage=url).trials
     assert all(t.state == TrialState.COMPLETE for t in trials) and 3 <= len(trials) <= 4  # none lost
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == len(params)  # concurrent drivers never propose the same candidate

@@ -66,6 +66,26 @@ def test_predict_writes_one_annotated_image_per_input_and_coco_results(compose, 
     assert all(len(r["bbox"]) == 4 and 0 <= r["score"] <= 1 for r in results)
 
 
+def test_predict_on_a_video_writes_one_annotated_frame_per_frame(compose, trained, tmp_path):
+    import cv2
+
+    ckpt, _ = trained
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (120, 90))
+    for i in range(4):
+        writer.write((np.random.default_rng(i).random((90, 120, 3)) * 255).astype(np.uint8))
+    writer.release()
+    compose()
+    out = predict_cli.run(str(video), str(tmp_path / "pred"), 0.001, 0.45, [*SMOKE, f"model.weights={ckpt}"])
+    assert sorted(p.name for p in out.glob("*.jpg")) == [f"clip_{i:06d}.jpg" for i in range(4)]
+    assert cv2.imread(str(out / "clip_000003.jpg")).shape == (90, 120, 3)
+    assert {r["image_id"] for r in json.loads((out / "predictions.json").read_text())} <= {
+        f"clip_{i:06d}" for i in range(4)
+    }
+    with pytest.raises(BagofError, match="no such image, folder or video"):
+        predict_cli.run(str(tmp_path / "missing.jpg"), None, 0.25, 0.45, [*SMOKE, f"model.weights={ckpt}"])
+
+
 def test_weights_of_another_model_are_refused_naming_the_keys(compose, trained):
     ckpt, _ = trained
     cfg = compose([*SMOKE, f"model.weights={ckpt}", "model.backbone=darknet53"])

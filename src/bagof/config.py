@@ -61,7 +61,20 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-for _name, _fn in (("fast_precision", fast_precision), ("workers", loader_workers), ("cuda", cuda_available)):
+def artifact_location(tracking_uri: str, local: str) -> str | None:
+    """``${artifact_location:<tracking uri>,<folder>}``: where a new experiment keeps its artifacts. A local store
+    (sqlite:///, a path) keeps them in ``local``; a tracking server decides itself (its proxied
+    ``mlflow-artifacts:/`` destination), so that every worker's checkpoints land where the others can read them."""
+    return local if str(tracking_uri).startswith(("sqlite:", "file:", "/", ".")) else None
+
+
+_RESOLVERS = (
+    ("fast_precision", fast_precision),
+    ("workers", loader_workers),
+    ("cuda", cuda_available),
+    ("artifact_location", artifact_location),
+)
+for _name, _fn in _RESOLVERS:
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

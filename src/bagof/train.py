@@ -22,6 +22,7 @@ from .checkpoints import fetch_run_checkpoint, find_checkpoint, write_run_card
 from .config import flatten
 from .errors import BagofError
 from .features import check_features
+from .models.layers.global_bn import convert_global_bn
 from .tasks import ClassificationTask, DetectionTask, TrainingTask
 from .utils.callbacks import EpochSummary, quiet_known_noise
 
@@ -87,6 +88,10 @@ def fit(cfg: DictConfig) -> RunResult:
     t = cfg.train
     if t.get("channels_last"):  # the convolutions then hand NHWC on (inputs follow their weights' layout)
         model = model.to(memory_format=torch.channels_last)
+    on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    sync_bn = bool(t.get("sync_batchnorm"))
+    if sync_bn and not on_gpu:  # torch's SyncBatchNorm (Lightning's flag, below) runs on CUDA only
+        convert_global_bn(model)
     task = build_task(cfg, model, loss)
     logger = build_logger(cfg, resume.run_id if resume else None)
     if logger is not None and resume is not None and resume.run_id:
@@ -111,6 +116,8 @@ def fit(cfg: DictConfig) -> RunResult:
         devices=t.devices,
         precision=t.precision,
         benchmark=t.get("cudnn_benchmark"),
+        strategy=t.get("strategy") or "auto",
+        sync_batchnorm=sync_bn and on_gpu,
         accumulate_grad_batches=t.accumulate,
         logger=logger if logger is not None else False,
         callbacks=[

@@ -7,6 +7,7 @@ import logging
 
 import lightning as L
 
+from ..errors import BagofError
 from ..models.layers.cmbn import CmBatchNorm2d, convert_cmbn
 
 log = logging.getLogger("bagof")
@@ -14,6 +15,12 @@ log = logging.getLogger("bagof")
 
 class CmBN(L.Callback):
     def setup(self, trainer, pl_module, stage):
+        if trainer.world_size > 1:  # its window spans one process's mini-batches; a global one is not written
+            raise BagofError(
+                f"CmBN (+bof=cmbn) accumulates statistics over one process's mini-batches and does not run under "
+                f"DDP ({trainer.world_size} processes): train on one device (train.devices=1), or use "
+                "train.sync_batchnorm=true for BatchNorm over the global batch instead"
+            )
         convert_cmbn(pl_module.model)
         if trainer.accumulate_grad_batches == 1:
             log.warning(

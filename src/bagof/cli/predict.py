@@ -15,12 +15,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from tqdm import tqdm
 
 from ..config import compose_config
 from ..data.loading import read_rgb
@@ -41,8 +43,9 @@ def class_names(cfg) -> list[str]:
     return [str(i) for i in range(cfg.data.num_classes)]
 
 
-def frames(source: Path):
-    """(name, RGB image) for an image, every image of a folder (sorted), or every frame of a video."""
+def frames(source: Path) -> tuple[int | None, Iterator[tuple[str, np.ndarray]]]:
+    """How many inputs (None if a video does not say), and (name, RGB image) for an image, every image of a folder
+    (sorted), or every frame of a video."""
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not files:
@@ -51,23 +54,31 @@ def frames(source: Path):
         cap = cv2.VideoCapture(str(source))
         if not cap.isOpened():
             raise BagofError(f"{source}: OpenCV cannot open this video")
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield f"{source.stem}_{i:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            i += 1
-        cap.release()
-        return
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        return (count if count > 0 else None), _video_frames(cap, source.stem)
     elif source.is_file():
         files = [source]
     else:
         raise BagofError(f"{source}: no such image, folder or video")
+    return len(files), _image_files(files)
+
+
+def _video_frames(cap, stem: str):
+    i = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        yield f"{stem}_{i:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        i += 1
+    cap.release()
+
+
+def _image_files(files: list[Path]):
     for f in files:
         img = read_rgb(f)
         if img is None:
-            print(f"warning: {f} is truncated or cannot be decoded, skipped", file=sys.stderr)
+            tqdm.write(f"warning: {f} is truncated or cannot be decoded, skipped", file=sys.stderr)
             continue
         yield f.stem, img
 
@@ -100,7 +111,9 @@ def run(source: str, out: str | None, conf: float, iou: float, overrides: list[s
     folder.mkdir(parents=True, exist_ok=True)
     post = {**OmegaConf.to_container(cfg.train.postprocess), "conf_thresh": conf, "iou_thresh": iou}
     size, results, n = cfg.data.img_size, [], 0
-    for name, img in frames(Path(source).expanduser()):
+    total, inputs = frames(Path(source).expanduser())
+    bar = tqdm(inputs, total=total, unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True)
+    for name, img in bar:
         boxed, lb = letterbox(img, size)
         x = torch.from_numpy(boxed).permute(2, 0, 1)[None].float().div(255)
         meta = {"width": img.shape[1], "height": img.shape[0], "letterbox": lb}
@@ -109,8 +122,7 @@ def run(source: str, out: str | None, conf: float, iou: float, overrides: list[s
         for x1, y1, x2, y2, s, c in dets.tolist():
             results.append({"image_id": name, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
         n += 1
-        print(f"\r{n} images, {len(results)} detections", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        bar.set_postfix(detections=len(results), refresh=False)
     (folder / "predictions.json").write_text(json.dumps(results))
     print(f"bagof predict: {n} annotated images and predictions.json in {folder}")
     return folder

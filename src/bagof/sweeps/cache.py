@@ -23,7 +23,7 @@ CODE_VERSION = __version__  # bump bagof.__version__ when a change alters traini
 VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
 VOLATILE_SCALE = ("ga_fraction", "classify", "detect")
 VOLATILE_TRAIN = (
-    *("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "resume"),
+    *("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "strategy", "resume"),
     *("cudnn_benchmark", "channels_last"),  # speed only: the same arithmetic in another order or layout
 )
 
@@ -52,6 +52,8 @@ def identity(cfg: DictConfig) -> dict:
         data["model"].pop("backbone_weights")
     if data.get("model", {}).get("weights", "") is None:  # as a config without the key meant
         data["model"].pop("weights")
+    if data.get("train", {}).get("sync_batchnorm", None) is False:  # as a config without the key meant
+        data["train"].pop("sync_batchnorm")
     for key in ("darknet_cfg", "backbone_darknet_cfg"):  # the layout .weights files are read in, not what trains
         data.get("model", {}).pop(key, None)
     if data.get("model", {}).get("specials", None) == {}:  # no special applied: as before the key existed

@@ -44,7 +44,7 @@ class YoloHead(nn.Module):
             # the decoding read sub-pixel offsets and exp(tw) from them (bf16 keeps ~3 significant digits)
             x = conv(x)
             with torch.autocast(x.device.type, enabled=False):
-                y = pred(x.float())
+                y = pred(x.to(pred.weight.dtype))  # float32 (float64 where the model is)
             b, _, h, w = y.shape
             outs.append(y.view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
         return outs

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .global_bn import replace_batchnorm
+
 
 class CmBatchNorm2d(nn.BatchNorm2d):
     def __init__(self, *args, **kwargs):
@@ -51,13 +53,4 @@ class CmBatchNorm2d(nn.BatchNorm2d):
 
 def convert_cmbn(module: nn.Module) -> nn.Module:
     """Replaces every BatchNorm2d in ``module`` by a CmBatchNorm2d sharing its parameters and buffers."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, CmBatchNorm2d):
-            new = CmBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
-            new.weight, new.bias = child.weight, child.bias
-            new.running_mean, new.running_var = child.running_mean, child.running_var
-            new.num_batches_tracked = child.num_batches_tracked
-            setattr(module, name, new)
-        else:
-            convert_cmbn(child)
-    return module
+    return replace_batchnorm(module, CmBatchNorm2d)
