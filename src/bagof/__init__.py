@@ -5,3 +5,9 @@
 # kept, class-aware NMS with negative coordinates, DIoU-NMS beta 0.6, evaluation of the images seen only.
 # 0.4.0: bf16 autocast at cpu scale where native (heads, loss, decoding in float32), the one-exp Mish kernel.
 __version__ = "0.4.0"
+
+import os as _os
+
+# albumentations asks PyPI for its latest version at import: a network call per process and a warning on
+# offline machines (cluster nodes, the GPU box); the user's own setting wins
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
