@@ -19,7 +19,7 @@ TABLES  := table2 table3 table4 table5 table6 table7
 STUDIES := convergence noise noise-ema noise-30
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock install-locked run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
+.PHONY: help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ $(TABLES) $(STUDIES): install  # train the table's rows, write reports/tableN.{m
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
 	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
+
+gpu-check: install  ## the GPU check -> reports/bench/gpu.json (on a GPU); ARGS=--dry-run: every part on the CPU, small
+	PYTHON=$(PYTHON) scripts/gpu_check.sh $(ARGS)
 
 convergence-plot: install  ## AP vs schedule length from `make convergence` -> reports/convergence-curve.png
 	$(PYTHON) -m bagof.sweeps.convergence
