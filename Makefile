@@ -35,9 +35,14 @@ $(BIN)/activate:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# a local wheel folder (the CPU build of torch on this project's machines) is used when present
+# A local wheel folder (the CPU build of torch on this project's machines) is used when present. Its torch goes
+# in first: pyproject's range keeps an installed torch, but asked to choose, pip takes the newest release its
+# indexes hold (here a CUDA build of several GB, whose autograd refuses forked DDP workers after a backward).
 WHEELS  ?= /opt/wheels
+LOCAL_TORCH := $(lastword $(sort $(wildcard $(WHEELS)/torch-*.whl)))
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(if $(LOCAL_TORCH),$(BIN)/pip install -q '$(LOCAL_TORCH)' \
+	  || echo "$(LOCAL_TORCH) does not install on this Python: pip chooses torch within pyproject's range")
 	$(BIN)/pip install -q $(if $(wildcard $(WHEELS)),--find-links $(WHEELS)) -e '.[dev]'
 	touch $@
 

@@ -77,7 +77,9 @@ def first_step(setup, name: str, devices: int, sync_bn: bool = False, freeze_bn:
         convert_global_bn(model)
     task = build_task(cfg, model, hydra.utils.instantiate(cfg.loss))
     path = folder / f"{name}.pt"
-    strategy = DDPStrategy(process_group_backend="gloo", start_method="fork") if devices > 1 else "auto"
+    # spawn, not fork: a CUDA build of torch refuses autograd in a child forked after a backward (this process ran
+    # earlier tests' backwards), whether or not a GPU is there
+    strategy = DDPStrategy(process_group_backend="gloo", start_method="spawn") if devices > 1 else "auto"
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
