@@ -146,6 +146,25 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     assert _parents(store, "tablex")[2][-1].data.metrics["trained_runs"] == 2  # report started no run
 
 
+def test_another_sweeps_identical_row_is_reused_not_retrained(store):
+    """Same config hash and seed = the same run, whichever sweep trained it (the noise study's 30-epoch
+    baseline/S/M/CA are Table 4's rows)."""
+    first = _write_sweep(store, BASE_AND_CIOU)
+    args = ["--scale", "smoke", "--seeds", "1", "--out", str(store / "reports")]
+    assert main(["run", str(first), *args]) == 0
+    second = _write_sweep(
+        store, BASE_AND_CIOU + "- label: mosaic\n  bof: [mosaic]\n  paper: {AP: 39.1}\n", name="tabley"
+    )
+    assert main(["run", str(second), *args]) == 0
+    client, exp, parents = _parents(store, "tabley")
+    assert parents[-1].data.metrics["trained_runs"] == 1  # only the row tablex lacks
+    _, first_exp, first_parents = _parents(store, "tablex")
+    shared = client.search_runs([first_exp.experiment_id], "tags.`bagof.kind` = 'row'")
+    assert len(shared) == 2 and {r.data.tags["mlflow.parentRunId"] for r in shared} == {first_parents[0].info.run_id}
+    md = (store / "reports" / "tabley.md").read_text()
+    assert md.count("| done |") == 3
+
+
 def test_failing_row_is_recorded_and_others_run(store):
     path = _write_sweep(
         store,

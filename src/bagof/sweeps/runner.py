@@ -135,8 +135,10 @@ PRETRAIN_KINDS = ("pretrain", "row")  # a classifier row of Table 2/3 serves as 
 
 
 def find_row(client, exp_id: str, chash: str, seed: int):
-    """A row's finished run: in its table's experiment, else a classifier that Table 6 pretrained (same run)."""
-    return find_finished(client, exp_id, chash, seed) or find_finished(client, None, chash, seed, ("pretrain",))
+    """A row's finished run: in its table's experiment, else the same config and seed trained by another sweep
+    (Table 4's baseline by the noise study, a row two tables share) or a classifier that Table 6 pretrained.
+    The config hash covers everything that changes results, so these are the same run."""
+    return find_finished(client, exp_id, chash, seed) or find_finished(client, None, chash, seed, PRETRAIN_KINDS)
 
 
 def compose_pretrain(sweep: Sweep, row: Row, inv: Invocation, seed: int) -> DictConfig:
@@ -386,7 +388,6 @@ def claim(st: Store, job: Job, force: bool) -> str:
     """Under the store lock: ``reuse`` (a finished run appeared), ``wait`` (another live invocation is
     training it now), or ``start`` (this invocation's child run is created and recorded in ``job.rec``)."""
     c = st.client
-    scope = None if job.kind == "pretrain" else st.exp_id
     with st.lock:
         done = (
             find_finished(c, None, job.chash, job.seed, PRETRAIN_KINDS)
@@ -396,9 +397,8 @@ def claim(st: Store, job: Job, force: bool) -> str:
         if done is not None and (not force or done.data.tags.get("mlflow.parentRunId") == st.parent_id):
             job.rec.update(status="FINISHED", run_id=done.info.run_id, cached=True)
             return "reuse"
-        ids = [scope] if scope else [e.experiment_id for e in c.search_experiments()]
-        busy = c.search_runs(
-            ids,
+        busy = c.search_runs(  # in any experiment: another sweep may be training the same row
+            [e.experiment_id for e in c.search_experiments()],
             f"tags.config_hash = '{job.chash}' and tags.seed = '{job.seed}' and "
             f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'RUNNING'",
         )
