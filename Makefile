@@ -6,7 +6,7 @@ PYTHON  := $(BIN)/python
 export BAGOF_DATASETS ?= $(abspath ../shared/datasets)
 ARGS    ?=
 # table knobs: make table4 SCALE=cpu DATA=bccd SEEDS=2 JOBS=1 FORCE=1 ARGS='train.max_epochs=5'
-#              make table4 SEEDS=auto CI_TARGET=1.5 BUDGET=120m MAX_SEEDS=8  (seeds where intervals are wide)
+#              make table4 SEEDS=auto CI_TARGET=1.5 BUDGET=120m MIN_SEEDS=3 MAX_SEEDS=8  (seeds where intervals are wide)
 SCALE   ?= cpu
 DATA    ?=
 SEEDS   ?= 1
@@ -25,7 +25,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  make tableN     N=2..7: train the table's rows (reusing finished runs), write reports/tableN.{md,csv,png}"
 	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n|auto JOBS=n FORCE=1"
-	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MAX_SEEDS=8"
+	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MIN_SEEDS=3 MAX_SEEDS=8"
 	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
 	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
 	@echo "  make noise / noise-ema / noise-30  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5): 9 epochs without / with EMA, 30 epochs"
@@ -38,10 +38,11 @@ $(BIN)/activate:
 # A local wheel folder (the CPU build of torch on this project's machines) is used when present. Its torch goes
 # in first: pyproject's range keeps an installed torch, but asked to choose, pip takes the newest release its
 # indexes hold (here a CUDA build of several GB, whose autograd refuses forked DDP workers after a backward).
+# A torch already in .venv is kept.
 WHEELS  ?= /opt/wheels
 LOCAL_TORCH := $(lastword $(sort $(wildcard $(WHEELS)/torch-*.whl)))
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(if $(LOCAL_TORCH),$(BIN)/pip install -q '$(LOCAL_TORCH)' \
+	$(if $(LOCAL_TORCH),$(PYTHON) -c 'import torch' 2>/dev/null || $(BIN)/pip install -q '$(LOCAL_TORCH)' \
 	  || echo "$(LOCAL_TORCH) does not install on this Python: pip chooses torch within pyproject's range")
 	$(BIN)/pip install -q $(if $(wildcard $(WHEELS)),--find-links $(WHEELS)) -e '.[dev]'
 	touch $@
@@ -92,7 +93,8 @@ bench: install  ## benchmarks (before/after, alternated): training images/s, lat
 
 $(TABLES) $(STUDIES): install  # train the table's rows, write reports/tableN.{md,csv,png}
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
-	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
+	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) \
+	  $(if $(MIN_SEEDS),--min-seeds $(MIN_SEEDS)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
 
 gpu-check: install  ## the GPU check -> reports/bench/gpu.json (on a GPU); ARGS=--dry-run: every part on the CPU, small
