@@ -71,6 +71,31 @@ def test_convert_cmbn_shares_parameters_and_the_callback_resets_per_batch():
         model(torch.randn(2, 3, 6, 6))
 
 
+def test_cmbn_under_bfloat16_autocast_normalises_as_batchnorm_does():
+    """The statistics are float32 whatever the activations' dtype (the reference's BN is float32): in bfloat16,
+    E[x^2] - E[x]^2 cancels to noise when the mean is large against the spread (0.4.0 gave outputs of sd ~30)."""
+    torch.manual_seed(0)
+    xs = [torch.randn(4, 6, 8, 8) * 0.2 + 3.0 + t for t in range(2)]  # a mean far from zero, as after a conv
+    bn, cm = nn.BatchNorm2d(6), CmBatchNorm2d(6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y0 = cm(xs[0].bfloat16())
+        y1 = cm(xs[1].bfloat16())
+        ref0 = bn(xs[0].bfloat16())
+    assert y0.dtype == torch.bfloat16  # as BatchNorm: bfloat16 in, bfloat16 out
+    assert torch.allclose(y0.float(), ref0.float(), atol=0.05)  # mini-batch 1: plain BN
+    seen = torch.cat([x.bfloat16().float() for x in xs])  # mini-batch 2: the statistics of 1..2
+    expected = (xs[1].bfloat16().float() - seen.mean((0, 2, 3), keepdim=True)) / torch.sqrt(
+        seen.var((0, 2, 3), unbiased=False, keepdim=True) + cm.eps
+    )
+    assert torch.allclose(y1.float(), expected, atol=0.05)
+
+
+def test_cmbn_statistics_dtype_is_an_option_naming_the_choices():
+    assert CmBatchNorm2d(2, stats_dtype="float64")(torch.randn(2, 2, 3, 3)).dtype == torch.float32
+    with pytest.raises(ValueError, match="stats_dtype.*float32"):
+        CmBN(stats_dtype="bfloat16")
+
+
 # ---- DM / random shapes -------------------------------------------------------------------------------
 def test_dynamic_minibatch_keeps_pixels_per_step_constant():
     s = MultiScaleBatchSampler(

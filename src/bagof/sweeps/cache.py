@@ -7,6 +7,10 @@ A scale preset's settings for the search (``scale.ga_fraction``) and for other t
 act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is
 read by the search alone, and ``task: detect`` / ``model.backbone_weights: null`` / ``model.specials: {}``
 are what a config without those keys meant before they existed.
+
+A fix confined to one feature may instead add a key that the fixed code reads to that feature's config, so only
+the rows using it get a new hash and the others keep their cached runs: ``train.callbacks.cmbn.stats_dtype``
+(code 0.4.0's CmBN computed its statistics in bfloat16 under autocast).
 """
 
 from __future__ import annotations

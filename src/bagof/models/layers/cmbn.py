@@ -6,6 +6,10 @@ constants, their graphs are gone), so the last mini-batch sees the statistics of
 ``reset()`` starts a new batch; the ``bagof.callbacks.CmBN`` callback calls it at every optimizer step
 boundary. In eval mode it is plain BatchNorm with running statistics.
 
+The statistics are computed in ``stats_dtype`` (float32, as the reference's BN) whatever the activations' dtype:
+under bfloat16 autocast E[x^2] - E[x]^2 cancels to noise when a channel's mean is large against its spread
+(code 0.4.0 computed them in bfloat16 and its outputs reached sd ~30 where BN's are 1).
+
 Written here because no library ships it (torch has BatchNorm and SyncBatchNorm only).
 """
 
@@ -14,12 +18,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import BagofError
 from .global_bn import replace_batchnorm
+
+STATS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def stats_dtype_of(name: str) -> torch.dtype:
+    if name not in STATS_DTYPES:
+        raise BagofError(
+            f"CmBN stats_dtype={name!r} (train.callbacks.cmbn.stats_dtype): choose one of {', '.join(STATS_DTYPES)} "
+            "(float32 is the reference's)"
+        )
+    return STATS_DTYPES[name]
 
 
 class CmBatchNorm2d(nn.BatchNorm2d):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, stats_dtype: str = "float32", **kwargs):
         super().__init__(*args, **kwargs)
+        self.stats_dtype = stats_dtype_of(stats_dtype)
         self.reset()
 
     def reset(self) -> None:
@@ -30,8 +47,9 @@ class CmBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        mean = x.mean((0, 2, 3))
-        sq = (x * x).mean((0, 2, 3))
+        xs = x.to(torch.promote_types(x.dtype, self.stats_dtype))
+        mean = xs.mean((0, 2, 3))
+        sq = (xs * xs).mean((0, 2, 3))
         if self._steps:
             acc_mean = (self._sum_mean + mean) / (self._steps + 1)
             acc_sq = (self._sum_sq + sq) / (self._steps + 1)
@@ -47,10 +65,11 @@ class CmBatchNorm2d(nn.BatchNorm2d):
             self.running_mean.mul_(1 - m).add_(m * acc_mean.detach())
             self.running_var.mul_(1 - m).add_(m * var.detach() * n / max(n - 1, 1))  # unbiased, as BN does
             self.num_batches_tracked += 1
-        y = (x - acc_mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
-        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        y = (xs - acc_mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)  # as BatchNorm: the activations' dtype out
 
 
-def convert_cmbn(module: nn.Module) -> nn.Module:
+def convert_cmbn(module: nn.Module, stats_dtype: str = "float32") -> nn.Module:
     """Replaces every BatchNorm2d in ``module`` by a CmBatchNorm2d sharing its parameters and buffers."""
-    return replace_batchnorm(module, CmBatchNorm2d)
+    return replace_batchnorm(module, CmBatchNorm2d, stats_dtype=stats_dtype)

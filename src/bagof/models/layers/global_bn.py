@@ -44,17 +44,18 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         return y.to(x.dtype)
 
 
-def replace_batchnorm(module: nn.Module, cls: type[nn.BatchNorm2d]) -> nn.Module:
-    """Replaces every BatchNorm2d in ``module`` by ``cls`` sharing its parameters and buffers (in place)."""
+def replace_batchnorm(module: nn.Module, cls: type[nn.BatchNorm2d], **kwargs) -> nn.Module:
+    """Replaces every BatchNorm2d in ``module`` by ``cls(..., **kwargs)`` sharing its parameters and buffers
+    (in place)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, cls):
-            new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats, **kwargs)
             new.weight, new.bias = child.weight, child.bias
             new.running_mean, new.running_var = child.running_mean, child.running_var
             new.num_batches_tracked = child.num_batches_tracked
             setattr(module, name, new)
         else:
-            replace_batchnorm(child, cls)
+            replace_batchnorm(child, cls, **kwargs)
     return module
 
 
