@@ -293,15 +293,12 @@ def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
         for label, ds in deltas.items()
     ]
     monkeypatch.setattr(report, "collect", lambda *a: results)
-    assert runner._more_seeds(sweep, inv, Store(None, None, "0"), None)
+    assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
     assert inv.row_seeds[rows[1]] == 4 and inv.row_seeds[rows[2]] == 4 and rows[0] not in inv.row_seeds
     assert inv.row_seeds[base] == 4 and inv.priority == [rows[1], rows[2]]
     assert [r.label for r in runner._by_priority(sweep, inv)][:3] == [base, rows[1], rows[2]]
     # the same rows at the maximum: nothing more to do
-    assert not runner._more_seeds(sweep, inv, Store(None, None, "0"), None)
-    # a spent budget stops it whatever the intervals
-    inv2 = Invocation("cpu", "bccd", 3, auto=AutoSeeds(target=1.5))
-    assert not runner._more_seeds(sweep, inv2, Store(None, None, "0"), deadline=0.0)
+    assert not runner._more_seeds(sweep, inv, Store(None, None, "0"))
 
 
 @pytest.mark.slow  # ~100 s; the rule itself is tested above on hand-made results
@@ -332,6 +329,11 @@ def test_auto_seeds_end_to_end_and_its_report(store):
     # rebuilt from the store alone, the report knows the seeds each row used
     assert main(["report", str(path), "--out", str(store / "reports")]) == 0
     assert "| 3 | done, not resolved" in (store / "reports" / "tablea.md").read_text()
+    # a spent budget still replays the rounds the cache serves: a second invocation reports every seed
+    assert main(args[:-2] + ["--budget", "0.001m", "--out", str(store / "reports")]) == 0
+    assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
+    md = (store / "reports" / "tablea.md").read_text()
+    assert "time budget 0 min" in md and "| 3 | done, not resolved" in md and "| 2 |" not in md
     # a spent time budget starts nothing and says so
     assert main(args[:-2] + ["--budget", "0.001m", "--force", "--out", str(store / "reports")]) == 0
     assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0

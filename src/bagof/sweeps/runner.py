@@ -239,7 +239,8 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
         try:
             while True:
                 records.clear()
-                trained[0] += _train(_pretrain_jobs(sweep, inv, st), inv, threads, st, deadline)
+                pre = _pretrain_jobs(sweep, inv, st)
+                trained[0] += _train(pre, inv, threads, st, deadline)
                 jobs = _row_jobs(sweep, inv, st, records)
                 log.info(
                     "%s: %d runs to train, %d reused, %d not implemented",
@@ -249,7 +250,15 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
                     sum(1 for r in records if r.get("reason")),
                 )
                 trained[0] += _train(jobs, inv, threads, st, deadline)
-                if inv.auto is None or not _more_seeds(sweep, inv, st, deadline):
+                if inv.auto is None:
+                    break
+                # the budget stops the rounds at the first one it left runs unstarted in: rounds served from
+                # the cache alone go on after it (an earlier invocation's seeds cost nothing to replay)
+                unstarted = sum(1 for j in (*pre, *jobs) if j.rec.get("status") == "NOT_STARTED")
+                if unstarted:
+                    log.info("%s: the time budget is spent (%d runs not started); stopping", sweep.name, unstarted)
+                    break
+                if not _more_seeds(sweep, inv, st):
                     break
         except Interrupted as e:
             interrupted = e
@@ -261,13 +270,11 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
     return pid, records, interrupted
 
 
-def _more_seeds(sweep: Sweep, inv: Invocation, st: Store, deadline: float | None) -> bool:
-    """One SEEDS=auto round's decision: adds a seed to each unresolved row (widest first); False to stop."""
+def _more_seeds(sweep: Sweep, inv: Invocation, st: Store) -> bool:
+    """One SEEDS=auto round's decision: adds a seed to each unresolved row (widest first); False to stop.
+    The time budget is not its business: the caller stops at the first round the budget left runs unstarted in."""
     from .report import collect, half_widths
 
-    if deadline is not None and time.time() >= deadline:
-        log.info("%s: the time budget is spent; stopping with %s", sweep.name, inv.row_seeds)
-        return False
     widths = half_widths(sweep, collect(sweep, inv, st.client, st.exp_id))
     auto = inv.auto
     need = sorted(
