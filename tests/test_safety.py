@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from bagof.errors import BagofError
 from bagof.features import check_features
-from bagof.launch import HOST, PID, fail_abandoned, owner_tags
+from bagof.launch import HOST, PID, fail_abandoned, open_store, owner_tags
 from bagof.sweeps.__main__ import main as sweeps_main
 
 from .conftest import DATASETS, ROOT
@@ -62,7 +62,9 @@ def _sweep_file(tmp_path, rows: str, name="tables", report_scale="cpu"):
 
 
 def _row_runs(tmp_path, name):
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    # under the store's lock, as the sweep opens it: a bare client on a store the sweep is creating races its
+    # schema migration ("table scorers already exists") and the sweep dies before its first run
+    client = open_store(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.get_experiment_by_name(name)
     return client, (client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'") if exp else [])
 
