@@ -91,7 +91,14 @@ def test_cmbn_under_bfloat16_autocast_normalises_as_batchnorm_does():
 
 
 def test_cmbn_statistics_dtype_is_an_option_naming_the_choices():
-    assert CmBatchNorm2d(2, stats_dtype="float64")(torch.randn(2, 2, 3, 3)).dtype == torch.float32
+    # a mean 1e6 times the spread: float32 statistics cancel, float64 ones normalise it (output still float32)
+    x = (1e4 + 0.01 * torch.randn(4, 2, 5, 5, dtype=torch.float64)).float()
+    y = CmBatchNorm2d(2, stats_dtype="float64")(x)
+    x64 = x.double()
+    ref = (x64 - x64.mean((0, 2, 3), keepdim=True)) / torch.sqrt(
+        x64.var((0, 2, 3), unbiased=False, keepdim=True) + 1e-5
+    )
+    assert y.dtype == torch.float32 and torch.allclose(y.double(), ref, atol=1e-3)
     with pytest.raises(ValueError, match="stats_dtype.*float32"):
         CmBN(stats_dtype="bfloat16")
 
