@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,3 +37,50 @@ def test_unknown_policy_is_a_clear_error():
 def test_poly_is_the_reference_classifier_decay():
     f = build_lr_lambda("poly", total_steps=100, burn_in=0, power=4)
     assert f(0) == 1.0 and f(100) == 0.0 and f(50) == pytest.approx(0.5**4)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_optimizer_foreach_steps_equal_the_single_tensor_loop_bit_for_bit(name):
+    """The task's optimizer takes the foreach path for speed; its updates must be the reference single-tensor
+    loop's exactly (else the result cache would mix two arithmetics under one code version). Darknet's decay
+    split is checked too: conv weights decayed, BN parameters and biases not."""
+    import torch
+    from torch import nn
+
+    from bagof.tasks.base import TrainingTask
+
+    class Task(TrainingTask):
+        def __init__(self):
+            super().__init__(
+                {"name": name, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.05}, {"policy": "steps", "burn_in": 0}
+            )
+            torch.manual_seed(0)
+            self.model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1, bias=True))
+
+    task = Task()
+    type(task).trainer = property(lambda self: SimpleNamespace(estimated_stepping_batches=10))
+    try:
+        opt = task.configure_optimizers()["optimizer"]
+    finally:
+        del type(task).trainer
+    assert opt.defaults["foreach"] is True
+    assert [p.ndim for p in opt.param_groups[0]["params"]] == [4, 4] and opt.param_groups[0]["weight_decay"] == 0.05
+    assert all(p.ndim == 1 for p in opt.param_groups[1]["params"]) and opt.param_groups[1]["weight_decay"] == 0.0
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    start = [p.detach().clone() for p in params]
+    ref_params = [p.clone().requires_grad_() for p in start]
+    n0 = len(opt.param_groups[0]["params"])
+    groups = [
+        {**g, "params": ps, "foreach": False} for g, ps in zip(opt.param_groups, (ref_params[:n0], ref_params[n0:]))
+    ]
+    ref = type(opt)(groups, lr=opt.defaults["lr"])  # every other setting is the groups' own
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        for p, q in zip(params, ref_params):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, ref_params))
+    assert not any(torch.equal(p, s) for p, s in zip(params, start))  # every tensor was updated

@@ -4,8 +4,8 @@ Every comparison runs both sides in this one invocation, alternated in rounds (t
 noisy), and reports both figures and their ratio:
 
 - training images/s at ``cpu`` scale for YOLOv4 and the ablation tables' CSPResNeXt50-PANet-SPP, the training
-  step as code 0.3.0 ran it (float32, torch's ``F.mish``) against today's (the scale's precision, the fast CPU
-  Mish; the SPP chain is in both);
+  step as code 0.3.0 ran it (float32, torch's ``F.mish``, AdamW's single-tensor loop) against today's (the
+  scale's precision, the fast CPU Mish, AdamW's foreach path; the SPP chain is in both);
 - inference latency of the paper-scale YOLOv4 at 416x416, batch 1, on a real letterboxed image, decode and
   NMS included (conf 0.25, Darknet's ``detector test`` default): unfused + ``F.mish`` against BN-folded + fast
   Mish, and OpenCV DNN's Darknet importer on the same network (yolov4.cfg with our weights, exported) when
@@ -76,17 +76,18 @@ def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
     dm.setup("fit")
     model = hydra.utils.instantiate(cfg.model, _convert_="all").train()
     task = build_task(cfg, model, hydra.utils.instantiate(cfg.loss))  # the training step the loop runs
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # each side's optimizer step: the single-tensor loop of code 0.3.0-0.4.0, the foreach one the task builds now
+    opts = {n: torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=n == "after") for n in ("before", "after")}
     batches = [b[:2] for _, b in zip(range(steps), dm.train_dataloader())]
     variants = {"before": (False, "32-true"), "after": (True, str(cfg.train.precision))}
 
     def run(name):
         with _variant(*variants[name]):
             for imgs, targets in batches[:1]:  # warm-up step (first use compiles)
-                _step(task, opt, imgs, targets)
+                _step(task, opts[name], imgs, targets)
             t0 = time.perf_counter()
             for imgs, targets in batches:
-                _step(task, opt, imgs, targets)
+                _step(task, opts[name], imgs, targets)
             return time.perf_counter() - t0
 
     n_imgs = sum(len(b[0]) for b in batches)
@@ -98,8 +99,8 @@ def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
         "img_size": cfg.data.img_size,
         "batch_size": cfg.data.batch_size,
         "steps_per_side": rounds * steps,
-        "before": "float32, torch F.mish (code 0.3.0's step)",
-        "after": f"precision {cfg.train.precision}, fast CPU Mish",
+        "before": "float32, torch F.mish, single-tensor AdamW (code 0.3.0's step)",
+        "after": f"precision {cfg.train.precision}, fast CPU Mish, foreach AdamW",
         "images_per_s_before": ips["before"],
         "images_per_s_after": ips["after"],
         "speedup": ips["after"] / ips["before"],
