@@ -144,29 +144,64 @@ def test_diou_nms_keeps_far_apart_boxes_greedy_suppresses():
 
 
 def test_gaussian_nll_hand_computed():
-    # t 0.5, mu 0.3, sigma 0.2: pdf = exp(-0.04 / 0.08) / sqrt(2 pi 0.04) = 1.209854; -log = -0.190500
+    # t 0.5, mu 0.3, sigma 0.2: exp(-0.04 / 0.08) = 0.606531
     t = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
     mu = torch.tensor([[0.3, 0.3, 0.3, 0.3]])
     sigma = torch.full((1, 4), 0.2)
-    assert gaussian_nll(t, mu, sigma).item() == pytest.approx(4 * -0.190500, abs=1e-5)
+    # the reference's normaliser sqrt(2 pi) (sigma + 0.3) = 1.253314: pdf 0.483941, -log = 0.725791
+    assert gaussian_nll(t, mu, sigma).item() == pytest.approx(4 * 0.725791, abs=1e-5)
+    # sigma_const 0: the textbook density, 0.606531 / sqrt(2 pi 0.04) = 1.209854, -log = -0.190500
+    assert gaussian_nll(t, mu, sigma, sigma_const=0.0).item() == pytest.approx(4 * -0.190500, abs=1e-5)
+
+
+GAUSS_ANCHORS = torch.tensor([[[10.0, 10.0]] * 3, [[20.0, 20.0]] * 3, [[40.0, 40.0]] * 3])
+# truth: centre (12, 20) -> cell (1, 2) at stride 8, offset (0.5, 0.5); size 10x10 = the anchor -> tw = th = 0
+GAUSS_TRUTH = torch.tensor([[0, 1, 7.0, 15.0, 17.0, 25.0]])
 
 
 def test_gaussian_yolo_box_loss_hand_computed():
-    """One truth, all raw outputs zero: mu = (0.5, 0.5, 0, 0), sigma = 0.5 for every coordinate."""
-    anchors = torch.tensor([[[10.0, 10.0]] * 3, [[20.0, 20.0]] * 3, [[40.0, 40.0]] * 3])
+    """One truth, all raw outputs zero: mu = (0.5, 0.5, 0, 0) = t, sigma = 0.5 for every coordinate."""
     outputs = [torch.zeros(1, 3, 64 // s, 64 // s, 5 + 2 + 4) for s in (8, 16, 32)]
-    # truth: centre (12, 20) -> cell (1, 2) at stride 8, offset (0.5, 0.5); size 10x10 = the anchor -> tw = th = 0
-    targets = torch.tensor([[0, 1, 7.0, 15.0, 17.0, 25.0]])
-    loss = YoloLoss(box="mse", gaussian=True)
-    _, parts = loss(outputs, targets, anchors, (8, 16, 32), torch.ones(3))
-    # each coordinate: t = mu -> -log(1 / sqrt(2 pi 0.25)) = 0.5 log(pi / 2) = 0.225791; x4; x scale (2 - 100/4096)
+    loss = YoloLoss(box="mse", gaussian=True, box_weight=2.0, uc_weight=3.0)
+    _, parts = loss(outputs, GAUSS_TRUTH, GAUSS_ANCHORS, (8, 16, 32), torch.ones(3))
+    # each coordinate: -log(1 / (sqrt(2 pi) (0.5 + 0.3))) = 0.695795; x4; x the reference's 1/2 (2 - 100/4096)
     # assigned to all 3 anchors of stride 8 (equal shape IoU, best is the first) -> only the best: 1 positive
-    expected = 4 * 0.5 * math.log(math.pi / 2) * (2 - 100 / 64**2)
-    assert parts["box"].item() == pytest.approx(expected, rel=1e-5)
+    nll = 4 * 0.5 * 0.695795 * (2 - 100 / 64**2)
+    assert parts["box"].item() == pytest.approx(2.0 * nll, rel=1e-5)  # mu's part, weighted as a box term
+    assert parts["uc"].item() == pytest.approx(3.0 * nll, rel=1e-5)  # sigma's, by uc_normalizer
     # the MSE loss of the same perfect prediction is 0; Gaussian's depends on sigma only
     assert (
-        YoloLoss(box="mse")([o[..., :7] for o in outputs], targets, anchors, (8, 16, 32), torch.ones(3))[1]["box"] == 0
+        YoloLoss(box="mse")([o[..., :7] for o in outputs], GAUSS_TRUTH, GAUSS_ANCHORS, (8, 16, 32), torch.ones(3))[1][
+            "box"
+        ]
+        == 0
     )
+
+
+@pytest.mark.parametrize("xy_grad", ["darknet", "sigmoid"])
+@pytest.mark.parametrize("box", ["mse", "ciou"])
+def test_gaussian_yolo_sigma_gradient_is_the_references_delta(box, xy_grad):
+    """The gradient on sigma's raw outputs against delta_gaussian_yolo_box's delta_u, written out here from the
+    reference (sigma_const 0.3, temp = 1/2 (2 - w h) N / (N + 1e-9), times uc_normalizer; backward copies it to the
+    raw output): dL/draw = -delta_u, times sigma (1 - sigma) only when backpropagating through the sigmoid."""
+    torch.manual_seed(0)
+    outputs = [(0.5 * torch.randn(1, 3, 64 // s, 64 // s, 5 + 2 + 4)).requires_grad_() for s in (8, 16, 32)]
+    loss = YoloLoss(box=box, gaussian=True, box_weight=0.07, uc_weight=0.5, xy_grad=xy_grad)
+    total, _ = loss(outputs, GAUSS_TRUTH, GAUSS_ANCHORS, (8, 16, 32), torch.ones(3))
+    total.backward()
+    p = outputs[0].detach()[0, 0, 2, 1]  # the truth's cell (gx 1, gy 2), its best anchor 0
+    mu = torch.cat([p[:2].sigmoid(), p[2:4]])
+    t = torch.tensor([0.5, 0.5, 0.0, 0.0])
+    sigma = p[7:11].sigmoid()
+    in_exp = (t - mu) / sigma
+    normal = torch.exp(-0.5 * in_exp**2) / (math.sqrt(2 * math.pi) * (sigma + 0.3))
+    temp = 0.5 / (normal + 1e-9) * normal * (2 - 100 / 64**2)
+    delta_u = 0.5 * temp * (in_exp**2 / sigma - 1 / (sigma + 0.3))
+    expected = -delta_u * (1 if xy_grad == "darknet" else sigma * (1 - sigma))
+    assert torch.allclose(outputs[0].grad[0, 0, 2, 1, 7:11], expected, rtol=1e-4, atol=1e-7)
+    if box == "mse":  # mu learns from the NLL too: tw, th (no activation) get -delta_w, -delta_h x iou_normalizer
+        delta_wh = 0.07 * temp[2:] * in_exp[2:] / sigma[2:]
+        assert torch.allclose(outputs[0].grad[0, 0, 2, 1, 2:4], -delta_wh, rtol=1e-4, atol=1e-7)
 
 
 def test_gaussian_score_is_uncertainty_aware():

@@ -16,13 +16,20 @@ its IoU-loss delta. ``darknet`` (default: the reference) reproduces that with a 
 would (up to 4/s times smaller gradients).
 
 Gaussian YOLO (``gaussian=True``, Table 5 "G"; Choi et al. 2019): the head also predicts sigma for
-each of tx, ty, tw, th, and the box term is the negative log-likelihood
-``-log(N(t | mu, sigma^2) + 1e-9)`` per coordinate, times Darknet's small-box scale ``2 - w h``. With
-MSE it replaces MSE (mu and sigma learn from it); with an IoU loss the IoU loss keeps training the
-box and the NLL trains sigma only (mu detached), as the reference's gaussian_yolo layer does.
+each of tx, ty, tw, th (a sigmoid), and the box term is the negative log-likelihood per coordinate as the
+reference's gaussian_yolo layer (delta_gaussian_yolo_box) differentiates it:
+``1/2 (2 - w h) -log(N + 1e-9)``, ``N = exp(-(t - mu)^2 / (2 sigma^2)) / (sqrt(2 pi) (sigma + 0.3))``: the
+density's normaliser carries ``sigma_const`` 0.3 (it bounds the reward for shrinking sigma, which a plain
+``log sigma`` does not), the 1/2 and the small-box scale are the reference's ``temp``. Sigma's gradient is
+weighted by ``uc_weight`` (the cfg's uc_normalizer, 1.0), not by ``box_weight`` (iou_normalizer), and with
+``xy_grad=darknet`` goes to the raw output without the sigmoid's derivative, as the centre's does. With
+MSE the NLL also trains mu (weighted by ``box_weight``; logged as ``box``, sigma's part as ``uc``); with an
+IoU loss the IoU loss trains the box and the NLL trains sigma only (mu detached), as the reference does.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +45,13 @@ def smooth_labels(onehot: torch.Tensor, eps: float) -> torch.Tensor:
     return onehot * (1 - eps) + 0.5 * eps
 
 
-def gaussian_nll(t: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """Gaussian YOLO's box loss per truth: sum over the 4 coordinates of -log(N(t | mu, sigma^2) + eps)."""
-    pdf = torch.exp(-((t - mu) ** 2) / (2 * sigma**2)) / torch.sqrt(2 * torch.pi * sigma**2)
+def gaussian_nll(
+    t: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, sigma_const: float = 0.3, eps: float = 1e-9
+) -> torch.Tensor:
+    """Gaussian YOLO's box loss per truth: sum over the 4 coordinates of -log(N + eps), N the normal density
+    of ``t`` around ``mu`` with ``sigma + sigma_const`` in its normaliser (the reference's; 0 gives the
+    textbook density N(t | mu, sigma^2))."""
+    pdf = torch.exp(-((t - mu) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * (sigma + sigma_const))
     return -torch.log(pdf + eps).sum(1)
 
 
@@ -56,6 +67,8 @@ class YoloLoss(nn.Module):
         label_smoothing: float = 0.0,
         gaussian: bool = False,
         xy_grad: str = "darknet",
+        uc_weight: float = 1.0,
+        sigma_const: float = 0.3,
     ):
         super().__init__()
         if box not in BOX_LOSSES:
@@ -65,7 +78,7 @@ class YoloLoss(nn.Module):
         self.xy_grad = xy_grad
         self.box, self.box_weight, self.obj_weight, self.cls_weight = box, box_weight, obj_weight, cls_weight
         self.iou_thresh, self.ignore_thresh, self.label_smoothing = iou_thresh, ignore_thresh, label_smoothing
-        self.gaussian = gaussian
+        self.gaussian, self.uc_weight, self.sigma_const = gaussian, uc_weight, sigma_const
 
     def assign(self, targets: torch.Tensor, anchors: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """For each scale, (target index, anchor index within the scale) of every positive."""
@@ -112,6 +125,7 @@ class YoloLoss(nn.Module):
         lbox = torch.zeros((), device=device)
         lobj = torch.zeros((), device=device)
         lcls = torch.zeros((), device=device)
+        luc = torch.zeros((), device=device)  # Gaussian YOLO's sigma term
         assignments = self.assign(targets, anchors) if len(targets) else [None] * len(outputs)
         for s, (p, assigned) in enumerate(zip(outputs, assignments)):
             _, na, h, w, _ = p.shape
@@ -150,8 +164,15 @@ class YoloLoss(nn.Module):
                 )
                 scale = 2 - (twh[:, 0] * twh[:, 1]) / img_size**2  # Darknet: small boxes weigh more
                 if self.gaussian:
-                    sigma = ps[:, 5 + nc : 9 + nc].sigmoid()
-                    lbox = lbox + (scale * gaussian_nll(t_coord, mu if self.box == "mse" else mu.detach(), sigma)).sum()
+                    raw = ps[:, 5 + nc : 9 + nc]
+                    sigma = raw.sigmoid()
+                    if self.xy_grad == "darknet":  # as the centre: the delta goes to the raw output unchanged
+                        sigma = raw + (sigma - raw).detach()
+                    temp = 0.5 * scale  # the reference's 1/2 x small-box scale
+                    luc = luc + (temp * gaussian_nll(t_coord, mu.detach(), sigma, self.sigma_const)).sum()
+                    if self.box == "mse":  # mu learns from the same NLL, weighted as a box term
+                        nll = gaussian_nll(t_coord, mu, sigma.detach(), self.sigma_const)
+                        lbox = lbox + (temp * nll).sum()
                 if self.box == "mse" and not self.gaussian:
                     err = ((t_coord[:, :2] - mu[:, :2]) ** 2).sum(1) + ((t_coord[:, 2:] - mu[:, 2:]) ** 2).sum(1)
                     lbox = lbox + 0.5 * (scale * err).sum()
@@ -166,4 +187,9 @@ class YoloLoss(nn.Module):
                 lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5 : 5 + nc], cls_target, reduction="sum")
             lobj = lobj + F.binary_cross_entropy_with_logits(p[..., 4], obj_target, obj_weight, reduction="sum")
         lbox, lobj, lcls = self.box_weight * lbox / bs, self.obj_weight * lobj / bs, self.cls_weight * lcls / bs
-        return lbox + lobj + lcls, {"box": lbox.detach(), "obj": lobj.detach(), "cls": lcls.detach()}
+        parts = {"box": lbox.detach(), "obj": lobj.detach(), "cls": lcls.detach()}
+        if self.gaussian:
+            luc = self.uc_weight * luc / bs
+            parts["uc"] = luc.detach()
+            return lbox + lobj + lcls + luc, parts
+        return lbox + lobj + lcls, parts
