@@ -57,6 +57,42 @@ def test_cmbn_gradient_flows_through_the_current_minibatch_only():
     assert b.grad is not None and b.grad.abs().sum() > 0
 
 
+def test_cmbn_gradient_is_darknets_bn_backward_with_the_accumulated_statistics():
+    """Mini-batch 2 of a batch: ``darknet`` gives Darknet's normalize_delta with the accumulated mean and variance,
+    dx = gamma / (N sigma) (N dy - sum dy - x_hat sum(dy x_hat)) per channel, N the mini-batch's elements;
+    ``exact`` is the derivative of the forward (the current mini-batch's 1/t share; checked numerically)."""
+    torch.manual_seed(0)
+    a = torch.randn(4, 2, 3, 3, dtype=torch.float64) * 2 + 1
+    b = (torch.randn(4, 2, 3, 3, dtype=torch.float64) + 3).requires_grad_()
+    dy = torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    bn = CmBatchNorm2d(2, stats_dtype="float64").double()
+    nn.init.uniform_(bn.weight, 0.5, 2)
+    bn(a)
+    (bn(b) * dy).sum().backward()
+    seen = torch.cat([a, b.detach()])
+    mu, var = seen.mean((0, 2, 3), keepdim=True), seen.var((0, 2, 3), unbiased=False, keepdim=True)
+    sigma, n = torch.sqrt(var + bn.eps), b[:, 0].numel()
+    x_hat = (b.detach() - mu) / sigma
+    expected = (n * dy - dy.sum((0, 2, 3), keepdim=True) - x_hat * (dy * x_hat).sum((0, 2, 3), keepdim=True)) / (
+        n * sigma
+    )
+    assert torch.allclose(b.grad, expected * bn.weight.detach().view(1, -1, 1, 1), atol=1e-10)
+
+    exact = CmBatchNorm2d(2, stats_dtype="float64", grad="exact").double()
+
+    def second(x):
+        exact.reset()
+        exact(a)
+        return exact(x)
+
+    assert torch.autograd.gradcheck(second, (b.detach().clone().requires_grad_(),))
+    b.grad = None
+    (second(b) * dy).sum().backward()
+    assert not torch.allclose(b.grad, expected * exact.weight.detach().view(1, -1, 1, 1), atol=1e-3)  # they differ
+    with pytest.raises(ValueError, match="grad='autograd'.*darknet"):
+        CmBN(grad="autograd")
+
+
 def test_convert_cmbn_shares_parameters_and_the_callback_resets_per_batch():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm2d(4)))
     w = model[1].weight

@@ -8,15 +8,15 @@ import logging
 import lightning as L
 
 from ..errors import BagofError
-from ..models.layers.cmbn import CmBatchNorm2d, convert_cmbn, stats_dtype_of
+from ..models.layers.cmbn import CmBatchNorm2d, check_grad, convert_cmbn, stats_dtype_of
 
 log = logging.getLogger("bagof")
 
 
 class CmBN(L.Callback):
-    def __init__(self, stats_dtype: str = "float32"):
+    def __init__(self, stats_dtype: str = "float32", grad: str = "darknet"):
         stats_dtype_of(stats_dtype)  # a wrong name fails at instantiation, naming the choices
-        self.stats_dtype = stats_dtype
+        self.stats_dtype, self.grad = stats_dtype, check_grad(grad)
 
     def setup(self, trainer, pl_module, stage):
         if trainer.world_size > 1:  # its window spans one process's mini-batches; a global one is not written
@@ -25,7 +25,7 @@ class CmBN(L.Callback):
                 f"DDP ({trainer.world_size} processes): train on one device (train.devices=1), or use "
                 "train.sync_batchnorm=true for BatchNorm over the global batch instead"
             )
-        convert_cmbn(pl_module.model, self.stats_dtype)
+        convert_cmbn(pl_module.model, self.stats_dtype, self.grad)
         if trainer.accumulate_grad_batches == 1:
             log.warning(
                 "CmBN with train.accumulate=1 is plain BatchNorm: split the batch into mini-batches "

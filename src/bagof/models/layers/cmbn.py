@@ -6,6 +6,13 @@ constants, their graphs are gone), so the last mini-batch sees the statistics of
 ``reset()`` starts a new batch; the ``bagof.callbacks.CmBN`` callback calls it at every optimizer step
 boundary. In eval mode it is plain BatchNorm with running statistics.
 
+Gradient (``grad``): ``darknet`` (default, the reference's) back-propagates as Darknet's BN backward does with
+the accumulated statistics in place of the mini-batch's (normalize_delta / cuDNN's backward with the saved mean
+and variance): the current mini-batch is differentiated as if the statistics were its own,
+``dx = (gamma / (N sigma)) (N dy - sum dy - x_hat sum(dy x_hat))``, N its elements per channel. ``exact``
+differentiates this module's forward, where the current mini-batch holds only a 1/t share of the statistics
+(code 0.4.0's behaviour; the same at t = 1).
+
 The statistics are computed in ``stats_dtype`` (float32, as the reference's BN) whatever the activations' dtype:
 under bfloat16 autocast E[x^2] - E[x]^2 cancels to noise when a channel's mean is large against its spread
 (code 0.4.0 computed them in bfloat16 and its outputs reached sd ~30 where BN's are 1).
@@ -22,6 +29,7 @@ from ...errors import BagofError
 from .global_bn import replace_batchnorm
 
 STATS_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+GRADS = ("darknet", "exact")
 
 
 def stats_dtype_of(name: str) -> torch.dtype:
@@ -33,10 +41,20 @@ def stats_dtype_of(name: str) -> torch.dtype:
     return STATS_DTYPES[name]
 
 
+def check_grad(name: str) -> str:
+    if name not in GRADS:
+        raise BagofError(
+            f"CmBN grad={name!r} (train.callbacks.cmbn.grad): choose darknet (the reference's BN backward with the "
+            "accumulated statistics) or exact (the gradient of the forward, the current mini-batch's 1/t share)"
+        )
+    return name
+
+
 class CmBatchNorm2d(nn.BatchNorm2d):
-    def __init__(self, *args, stats_dtype: str = "float32", **kwargs):
+    def __init__(self, *args, stats_dtype: str = "float32", grad: str = "darknet", **kwargs):
         super().__init__(*args, **kwargs)
         self.stats_dtype = stats_dtype_of(stats_dtype)
+        self.grad = check_grad(grad)
         self.reset()
 
     def reset(self) -> None:
@@ -56,6 +74,11 @@ class CmBatchNorm2d(nn.BatchNorm2d):
         else:
             acc_mean, acc_sq = mean, sq
         var = (acc_sq - acc_mean * acc_mean).clamp_min(0)
+        if self._steps and self.grad == "darknet":  # the values above, the gradient of the mini-batch's own BN
+            mu = acc_mean.detach()
+            own_var = ((xs - mu[None, :, None, None]) ** 2).mean((0, 2, 3))  # about mu: no mean term, as Darknet
+            acc_mean = mean + (acc_mean - mean).detach()
+            var = own_var + (var - own_var).detach()
         self._steps += 1
         self._sum_mean = mean.detach() if self._sum_mean is None else self._sum_mean + mean.detach()
         self._sum_sq = sq.detach() if self._sum_sq is None else self._sum_sq + sq.detach()
@@ -70,6 +93,6 @@ class CmBatchNorm2d(nn.BatchNorm2d):
         return y.to(x.dtype)  # as BatchNorm: the activations' dtype out
 
 
-def convert_cmbn(module: nn.Module, stats_dtype: str = "float32") -> nn.Module:
+def convert_cmbn(module: nn.Module, stats_dtype: str = "float32", grad: str = "darknet") -> nn.Module:
     """Replaces every BatchNorm2d in ``module`` by a CmBatchNorm2d sharing its parameters and buffers."""
-    return replace_batchnorm(module, CmBatchNorm2d, stats_dtype=stats_dtype)
+    return replace_batchnorm(module, CmBatchNorm2d, stats_dtype=stats_dtype, grad=grad)
