@@ -170,12 +170,8 @@ def test_gaussian_yolo_box_loss_hand_computed():
     assert parts["box"].item() == pytest.approx(2.0 * nll, rel=1e-5)  # mu's part, weighted as a box term
     assert parts["uc"].item() == pytest.approx(3.0 * nll, rel=1e-5)  # sigma's, by uc_normalizer
     # the MSE loss of the same perfect prediction is 0; Gaussian's depends on sigma only
-    assert (
-        YoloLoss(box="mse")([o[..., :7] for o in outputs], GAUSS_TRUTH, GAUSS_ANCHORS, (8, 16, 32), torch.ones(3))[1][
-            "box"
-        ]
-        == 0
-    )
+    plain = [o[..., :7] for o in outputs]
+    assert YoloLoss(box="mse")(plain, GAUSS_TRUTH, GAUSS_ANCHORS, (8, 16, 32), torch.ones(3))[1]["box"] == 0
 
 
 @pytest.mark.parametrize("xy_grad", ["darknet", "sigmoid"])

@@ -11,9 +11,8 @@ are what a config without those keys meant before they existed.
 A fix confined to one feature may instead add a key that the fixed code reads to that feature's config, so only
 the rows using it get a new hash and the others keep their cached runs: ``train.callbacks.cmbn.stats_dtype``
 (code 0.4.0's CmBN computed its statistics in bfloat16 under autocast) and ``train.callbacks.cmbn.grad`` (its
-backward was not the reference's); ``loss.sigma_const`` and
-``loss.uc_weight`` in conf/bos/gaussian.yaml (code 0.4.0's Gaussian YOLO used the textbook NLL, not the
-reference's).
+backward was not the reference's); ``loss.sigma_const`` and ``loss.uc_weight`` in conf/bos/gaussian.yaml (code
+0.4.0's Gaussian YOLO used the textbook NLL, not the reference's).
 """
 
 from __future__ import annotations
