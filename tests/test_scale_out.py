@@ -47,7 +47,7 @@ def test_gpu_check_dry_run_runs_every_part_on_the_cpu(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     report = _strict_json(out.read_text())  # pycocotools' undefined APs are null, not NaN
     assert report["dry_run"] is True and report["machine"]["cuda"] == torch.version.cuda  # the build's, GPU or not
-    for part in ("throughput", "parity", "train", "cmbn_sat_bf16-mixed"):
+    for part in ("throughput", "parity", "train", "cmbn_sat_bf16-mixed", "gaussian_bf16-mixed"):
         assert "error" not in report[part], report[part]
     rows = report["throughput"]
     assert {(r["memory_format"], r["batch"]) for r in rows} == {

@@ -9,8 +9,8 @@ go on, so a GPU session that runs out of time still brings back what it measured
 - ``parity``: one forward/backward of the same weights on the CPU and on the GPU, both float32 (TF32 off): the
   loss, the raw head outputs and every parameter's gradient compared.
 - ``train``: one short run end to end through ``bagof.train.fit`` at ``scale=paper`` on COCO128 (Lightning, the
-  scale's own precision and loader settings, no extra flags, COCO evaluation by pycocotools), and two-step runs
-  of CmBN and SAT under bf16-mixed and 16-mixed.
+  scale's own precision and loader settings, no extra flags, COCO evaluation by pycocotools), two-step runs
+  of CmBN and SAT under bf16-mixed and 16-mixed, and four-step runs of Gaussian YOLO's head and loss under both.
 
 ``--dry-run`` runs every part on the CPU at smoke size in seconds (the test suite does, so the script cannot rot
 between the rare sessions that have a GPU); it writes to ``outputs/gpu_check/`` and never to reports/.
@@ -291,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         amp += ["train.limit_train_batches=4", "train.limit_val_batches=1", "train.eval_every=1"]
         for p in feats:
             _part(report, f"cmbn_sat_{p}", lambda p=p: train_run([*amp, f"train.precision={p}"]), out)
+        # Gaussian YOLO's head and the reference's loss (sigma + 0.3, uc_weight) under AMP: four steps
+        gauss = [a for a in amp if a not in ("+bof=[cmbn,sat]", "train.accumulate=2", "train.callbacks.sat.prob=1.0")]
+        for p in feats:
+            _part(
+                report, f"gaussian_{p}", lambda p=p: train_run([*gauss, "+bos=gaussian", f"train.precision={p}"]), out
+            )
     failed = [k for k, v in report.items() if isinstance(v, dict) and "error" in v]
     print(f"gpu_check: wrote {out}" + (f"; failed parts: {failed}" if failed else ""), flush=True)
     return 1 if failed else 0
