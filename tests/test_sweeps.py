@@ -301,6 +301,47 @@ def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
     assert not runner._more_seeds(sweep, inv, Store(None, None, "0"))
 
 
+def test_a_time_budget_starts_no_run_after_it_and_marks_the_rest_not_started(monkeypatch):
+    """The budget rule of ``_train`` on a fake clock and pool (each start takes 10 s): jobs start until the
+    deadline, the ones queued after it are NOT_STARTED, and a budget spent before the round starts nothing."""
+    from types import SimpleNamespace
+
+    from bagof.sweeps import runner
+    from bagof.sweeps.runner import Invocation, Job, Store
+
+    now = [0.0]
+
+    class Pool:  # one job at a time, each ends as soon as it is waited for
+        def __init__(self, size, *a):
+            self.size, self.running = size, []
+
+        def free(self):
+            return self.size - len(self.running)
+
+        def start(self, job, cfg_yaml, run_id):
+            now[0] += 10
+            self.running.append(job)
+
+        def wait(self, timeout):
+            done, self.running = self.running, []
+            return [(j, {"status": "FINISHED", "metrics": {}}) for j in done]
+
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: now[0], sleep=lambda s: None))
+    monkeypatch.setattr(runner, "WorkerPool", Pool)
+    monkeypatch.setattr(runner, "claim", lambda st, job, force: "start")
+    inv, st = Invocation("smoke", "bccd", 1, jobs=1), Store(None, None, "0")
+
+    def jobs():
+        return [Job({"row": "r", "seed": s, "run_id": str(s)}, "", "h", s) for s in range(5)]
+
+    queued = jobs()
+    assert runner._train(queued, inv, 1, st, deadline=25.0) == 3  # started at 0, 10 and 20 s
+    assert [j.rec["status"] for j in queued] == ["FINISHED"] * 3 + ["NOT_STARTED"] * 2
+    queued = jobs()
+    assert runner._train(queued, inv, 1, st, deadline=now[0] - 1) == 0
+    assert {j.rec["status"] for j in queued} == {"NOT_STARTED"}
+
+
 @pytest.mark.slow  # ~100 s; the rule itself is tested above on hand-made results
 def test_auto_seeds_end_to_end_and_its_report(store):
     path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
