@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from unittest.mock import MagicMock
 
 import cv2
 import mlflow
@@ -162,6 +163,27 @@ def test_a_signal_stops_a_sweep_kills_its_run_and_starts_no_other(tmp_path, sig,
     assert runs[0].info.status == "KILLED" and "interrupted by" in runs[0].data.tags["error"]
     md = (tmp_path / "outputs" / "reports" / "smoke-synthetic" / "tables.md").read_text()
     assert "**interrupted**" in md and md.count("| not run |") == 3
+
+
+def test_a_signal_while_a_row_is_composed_stops_the_sweep_not_the_row(monkeypatch):
+    """Ctrl-C or SIGTERM can land anywhere, e.g. while a row's config is composed, inside the ``except
+    Exception`` that records a broken row as FAILED and goes on: it must still stop the driver."""
+    from bagof.launch import Interrupted, interruptible
+    from bagof.sweeps import runner
+    from bagof.sweeps.runner import Invocation, Store
+    from bagof.sweeps.spec import load_sweep
+
+    def compose_row(*a):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
+        time.sleep(1)
+        raise AssertionError("the signal did not interrupt")
+
+    monkeypatch.setattr(runner, "compose_row", compose_row)
+    monkeypatch.setattr(runner, "backbone_from", lambda *a: None)
+    sweep, records = load_sweep(ROOT / "sweeps" / "table4.yaml"), []
+    with pytest.raises(Interrupted), interruptible():
+        runner._row_jobs(sweep, Invocation("smoke", "bccd", 1), Store(MagicMock(), "0", "0"), records)
+    assert not [r for r in records if r["status"] == "FAILED"]
 
 
 def test_runs_of_dead_invocations_are_marked_failed(tmp_path):

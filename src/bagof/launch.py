@@ -41,8 +41,10 @@ HEARTBEAT_EVERY = 60.0  # seconds between heartbeats of the runs in flight
 HEARTBEAT_STALE = 600.0  # a run on another host whose heartbeat is older than this is abandoned
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM reached the driver; ``exit_code`` is the shell's 128 + signal number."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the driver; ``exit_code`` is the shell's 128 + signal number. A BaseException,
+    as KeyboardInterrupt: the ``except Exception`` that records one broken row as FAILED and goes on must not
+    swallow it (a signal landing while a row's config was composed was lost that way)."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
