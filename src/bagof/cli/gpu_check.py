@@ -285,18 +285,17 @@ def main(argv: list[str] | None = None) -> int:
         _part(
             report, "train", lambda: train_run([*run, f"train.max_epochs={epochs}", f"train.eval_every={epochs}"]), out
         )
-        # CmBN (accumulate 2: its statistics span two mini-batches) and SAT on every step, under AMP: two steps
-        amp = [*paper, "logger=none", "train.progress_bar=false", "+bof=[cmbn,sat]", "train.accumulate=2"]
-        amp += ["train.scheduler.burn_in=0", "train.callbacks.sat.prob=1.0", "train.max_epochs=1"]
-        amp += ["train.limit_train_batches=4", "train.limit_val_batches=1", "train.eval_every=1"]
+        # features run briefly under each autocast: four mini-batches, no burn-in, one evaluation batch
+        short = [*paper, "logger=none", "train.progress_bar=false", "train.scheduler.burn_in=0", "train.max_epochs=1"]
+        short += ["train.limit_train_batches=4", "train.limit_val_batches=1", "train.eval_every=1"]
+        # CmBN (accumulate 2: its statistics span two mini-batches) and SAT on every step: two steps
+        amp = [*short, "+bof=[cmbn,sat]", "train.accumulate=2", "train.callbacks.sat.prob=1.0"]
         for p in feats:
             _part(report, f"cmbn_sat_{p}", lambda p=p: train_run([*amp, f"train.precision={p}"]), out)
         # Gaussian YOLO's head and the reference's loss (sigma + 0.3, uc_weight) under AMP: four steps
-        gauss = [a for a in amp if a not in ("+bof=[cmbn,sat]", "train.accumulate=2", "train.callbacks.sat.prob=1.0")]
+        gauss = [*short, "+bos=gaussian"]
         for p in feats:
-            _part(
-                report, f"gaussian_{p}", lambda p=p: train_run([*gauss, "+bos=gaussian", f"train.precision={p}"]), out
-            )
+            _part(report, f"gaussian_{p}", lambda p=p: train_run([*gauss, f"train.precision={p}"]), out)
     failed = [k for k, v in report.items() if isinstance(v, dict) and "error" in v]
     print(f"gpu_check: wrote {out}" + (f"; failed parts: {failed}" if failed else ""), flush=True)
     return 1 if failed else 0
