@@ -112,7 +112,7 @@ anchors: install  ## k-means optimized anchors (OA) of DATA's training boxes -> 
 ga: install  ## GA hyperparameter search on Optuna -> conf/hparams/ga-<data>-<scale>.yaml (+bof=ga); run again to resume; JOBS=n
 	$(PYTHON) run.py -m hydra/sweeper=bagof_ga +search=ga data=$(or $(DATA),bccd) scale=$(SCALE) search.jobs=$(JOBS) $(ARGS)
 
-report: install  ## rebuild reports/tableN.* from the MLflow store, no training (TABLE=N, default 4)
+report: install  ## rebuild reports/tableN.* from the MLflow store, no training (TABLE=N, default 4; the newest finished invocation, ARGS='--parent ID')
 	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)
 
 PORT    ?= 5000

@@ -144,6 +144,20 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     assert main(["report", str(path), "--out", str(store / "reports")]) == 0
     assert (store / "reports" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
     assert _parents(store, "tablex")[2][-1].data.metrics["trained_runs"] == 2  # report started no run
+    # newer invocations that did not run to their end (one in progress in another process, one interrupted) are
+    # not what a rebuild reports by default (their 2 seeds would change the table), and it leaves their status be
+    tags = {k: v for k, v in parents[-1].data.tags.items() if not k.startswith("mlflow.")} | {"seeds": "2"}
+    killed = client.create_run(exp.experiment_id, tags=tags)
+    client.set_terminated(killed.info.run_id, "KILLED")
+    running = client.create_run(exp.experiment_id, tags=tags)
+    assert main(["report", str(path), "--out", str(store / "reports")]) == 0
+    assert (store / "reports" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
+    assert client.get_run(running.info.run_id).info.status == "RUNNING"
+    assert client.get_run(killed.info.run_id).info.status == "KILLED"
+    # on request it reports one of them, still without touching its status
+    assert main(["report", str(path), "--parent", running.info.run_id, "--out", str(store / "reports")]) == 0
+    assert "| 2 | done" in (store / "reports" / "tablex.md").read_text()
+    assert client.get_run(running.info.run_id).info.status == "RUNNING"
 
 
 def test_another_sweeps_identical_row_is_reused_not_retrained(store):

@@ -25,7 +25,7 @@ from .spec import SweepError, load_sweep
 log = logging.getLogger("bagof.sweeps")
 
 
-def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=None) -> int:
+def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=None, rebuild=False) -> int:
     parent = client.get_run(parent_id)
     minutes = parent.data.metrics.get("total_minutes")
     results = collect(sweep, inv, client, exp_id)
@@ -44,7 +44,8 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
     for p in paths:
         client.log_artifact(parent_id, str(p))
     failed = [r.row.label for r in results if r.status == "failed"]
-    client.set_terminated(parent_id, "KILLED" if interrupted else "FAILED" if failed else "FINISHED")
+    if not rebuild:  # a rebuild leaves the invocation's status as it was (it may be running in another process)
+        client.set_terminated(parent_id, "KILLED" if interrupted else "FAILED" if failed else "FINISHED")
     print(paths[0].read_text())
     print(f"report: {', '.join(str(p) for p in paths)}  (MLflow parent run {parent_id}, experiment {sweep.name!r})")
     if interrupted is not None:
@@ -53,6 +54,31 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
     if failed:
         print(f"FAILED rows: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _latest_completed(client, exp_id: str, name: str):
+    """The newest invocation that ran to its end (FINISHED, or FAILED: some rows failed, the rest reported).
+
+    Newer ones that did not are skipped, with a note: RUNNING is in progress in another process (or died
+    without a word), KILLED was interrupted; reporting either by default would replace a finished table by a
+    partial one. `--parent` still reports them on request."""
+    found = client.search_runs(
+        [exp_id], f"tags.`{TAG_KIND}` = 'table'", order_by=["attributes.start_time DESC"], max_results=200
+    )
+    if not found:
+        print(f"error: experiment {name!r} has no table invocation to report", file=sys.stderr)
+        return None
+    for run in found:
+        if run.info.status in ("FINISHED", "FAILED"):
+            return run
+        print(
+            f"note: skipping invocation {run.info.run_id} ({run.info.status}: "
+            + ("in progress or died" if run.info.status == "RUNNING" else "interrupted")
+            + "); pass --parent to report it",
+            file=sys.stderr,
+        )
+    print(f"error: experiment {name!r} has no invocation that ran to its end; pass --parent RUN_ID", file=sys.stderr)
+    return None
 
 
 def _auto(a) -> AutoSeeds | None:
@@ -122,7 +148,9 @@ def main(argv=None) -> int:
     r.add_argument("overrides", nargs="*", help="Hydra overrides applied to every row")
     rep = sub.add_parser("report", help="rebuild the report from the MLflow store, without training")
     rep.add_argument("sweep")
-    rep.add_argument("--parent", default=None, help="parent run id (default: the latest invocation)")
+    rep.add_argument(
+        "--parent", default=None, help="parent run id (default: the latest invocation that ran to its end)"
+    )
     rep.add_argument("--out", default=None, help="report folder (default: as for run)")
     argv = sys.argv[1:] if argv is None else argv
     # overrides may follow the options (`make table4 ARGS=...` appends them): argparse leaves those over
@@ -167,14 +195,13 @@ def main(argv=None) -> int:
         return 2
     if a.parent:
         parent = client.get_run(a.parent)
+        if parent.info.status != "FINISHED":
+            status = parent.info.status
+            print(f"note: invocation {a.parent} is {status}: the report covers what had finished", file=sys.stderr)
     else:
-        found = client.search_runs(
-            [exp.experiment_id], f"tags.`{TAG_KIND}` = 'table'", order_by=["attributes.start_time DESC"], max_results=1
-        )
-        if not found:
-            print(f"error: experiment {sweep.name!r} has no table invocation to report", file=sys.stderr)
+        parent = _latest_completed(client, exp.experiment_id, sweep.name)
+        if parent is None:
             return 2
-        parent = found[0]
     t = parent.data.tags
     inv = Invocation(
         t["scale"],
@@ -189,7 +216,7 @@ def main(argv=None) -> int:
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return _finish(sweep, inv, client, exp.experiment_id, parent.info.run_id, a.out)
+    return _finish(sweep, inv, client, exp.experiment_id, parent.info.run_id, a.out, rebuild=True)
 
 
 if __name__ == "__main__":
