@@ -26,6 +26,7 @@ help:  ## list the targets
 	@echo "  make tableN     N=2..7: train the table's rows (reusing finished runs), write reports/tableN.{md,csv,png}"
 	@echo "                  knobs: SCALE=smoke|cpu|paper DATA=<data config> SEEDS=n|auto JOBS=n FORCE=1"
 	@echo "                  SEEDS=auto: CI_TARGET=1.5 (paired 95% half-width, points) BUDGET=120m MIN_SEEDS=3 MAX_SEEDS=8"
+	@echo "                             FUTILITY=1.25 (no seed for a row projected wider than 1.25 x CI_TARGET at MAX_SEEDS; 0: off)"
 	@echo "                  LAUNCHER=local|slurm|submitit-local SLURM='partition=gpu gpus_per_node=1'"
 	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
 	@echo "  make noise / noise-ema / noise-30  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5): 9 epochs without / with EMA, 30 epochs"
@@ -95,6 +96,7 @@ $(TABLES) $(STUDIES): install  # train the table's rows, write reports/tableN.{m
 	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) --seeds $(SEEDS) \
 	  $(if $(CI_TARGET),--ci $(CI_TARGET)) $(if $(BUDGET),--budget $(BUDGET)) \
 	  $(if $(MIN_SEEDS),--min-seeds $(MIN_SEEDS)) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) \
+	  $(if $(FUTILITY),--futility $(FUTILITY)) \
 	  --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
 
 gpu-check: install  ## the GPU check -> reports/bench/gpu.json (on a GPU); ARGS=--dry-run: every part on the CPU, small

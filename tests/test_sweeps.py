@@ -282,22 +282,20 @@ def test_submitit_launcher_path(store):
     assert list((store / "outputs" / "submitit").iterdir())  # submitit's job folder with its logs
 
 
-def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
-    """The SEEDS=auto decision on hand-made results: rows wider than the target get a seed, widest first,
-    the baseline keeps pace, resolved rows and rows at the maximum do not."""
-    from bagof.sweeps import report, runner
+def _auto_results(auto):
+    """Table 5's rows with hand-made paired differences from the baseline (3 seeds, one row at the maximum 4)."""
     from bagof.sweeps.report import RowResult
-    from bagof.sweeps.runner import AutoSeeds, Invocation, Store
+    from bagof.sweeps.runner import Invocation
 
     sweep = load_sweep(SWEEPS / "table5.yaml")
-    base, rows = sweep.baseline, [r.label for r in sweep.rows if r.label != sweep.baseline]
-    inv = Invocation("cpu", "bccd", 3, auto=AutoSeeds(target=1.5, min_seeds=3, max_seeds=4))
+    rows = [r.label for r in sweep.rows if r.label != sweep.baseline]
+    inv = Invocation("cpu", "bccd", 3, auto=auto)
     inv.row_seeds = {rows[3]: 4}  # already at the maximum
     b = {0: 20.0, 1: 22.0, 2: 21.0, 3: 20.5}
     deltas = {
         rows[0]: [1.0, 1.1, 0.9],  # ±0.25: resolved
-        rows[1]: [5.0, -5.0, 0.0],  # ±12.4: widest
-        rows[2]: [2.0, 0.0, 1.0],  # ±2.5
+        rows[1]: [5.0, -5.0, 0.0],  # ±12.4: widest (sd 5)
+        rows[2]: [2.0, 0.0, 1.0],  # ±2.5 (sd 1)
         rows[3]: [9.0, -9.0, 0.0, 4.0],
     }
     results = [RowResult(sweep.baseline_row(), "done", {"AP": b})] + [
@@ -306,12 +304,43 @@ def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
         )
         for label, ds in deltas.items()
     ]
+    return sweep, rows, inv, results
+
+
+def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
+    """The SEEDS=auto decision on hand-made results: rows wider than the target get a seed, widest first,
+    the baseline keeps pace, resolved rows and rows at the maximum do not."""
+    from bagof.sweeps import report, runner
+    from bagof.sweeps.runner import AutoSeeds, Store
+
+    sweep, rows, inv, results = _auto_results(AutoSeeds(target=1.5, min_seeds=3, max_seeds=4, futility=0))
     monkeypatch.setattr(report, "collect", lambda *a: results)
     assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
     assert inv.row_seeds[rows[1]] == 4 and inv.row_seeds[rows[2]] == 4 and rows[0] not in inv.row_seeds
-    assert inv.row_seeds[base] == 4 and inv.priority == [rows[1], rows[2]]
-    assert [r.label for r in runner._by_priority(sweep, inv)][:3] == [base, rows[1], rows[2]]
+    assert inv.row_seeds[sweep.baseline] == 4 and inv.priority == [rows[1], rows[2]]
+    assert [r.label for r in runner._by_priority(sweep, inv)][:3] == [sweep.baseline, rows[1], rows[2]]
     # the same rows at the maximum: nothing more to do
+    assert not runner._more_seeds(sweep, inv, Store(None, None, "0"))
+
+
+def test_auto_seeds_futility_gives_no_seed_to_a_row_that_cannot_resolve(monkeypatch):
+    """Futility: at sd 5, 4 seeds give ±t(0.975, 3) * 5 / 2 = ±7.96 > 1.25 x 1.5, so that row gets no seed; at
+    sd 1, ±1.59 <= ±1.875, so the ±2.5 row still does. The report marks the futile row, not resolved."""
+    from bagof.sweeps import report, runner
+    from bagof.sweeps.runner import AutoSeeds, Store
+
+    auto = AutoSeeds(target=1.5, min_seeds=3, max_seeds=4)  # the default futility, 1.25
+    assert auto.projected(5.0) == pytest.approx(3.182446 * 5 / 2, rel=1e-5)
+    sweep, rows, inv, results = _auto_results(auto)
+    monkeypatch.setattr(report, "collect", lambda *a: results)
+    assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
+    assert rows[1] not in inv.row_seeds and inv.row_seeds[rows[2]] == 4 and inv.priority == [rows[2]]
+    header, *table = report.render(sweep, inv, results, {})[1]
+    status = {cells[0]: cells[header.index("status")] for cells in table}
+    assert "not resolved (±12.4); futile: ±8.0 projected at 4 seeds" in status[rows[1]]
+    assert "futile" not in status[rows[2]] + status[rows[3]] and "resolved (±0.2" in status[rows[0]]
+    # only futile rows left open: the rounds stop
+    inv.row_seeds[rows[2]] = 4
     assert not runner._more_seeds(sweep, inv, Store(None, None, "0"))
 
 
@@ -359,7 +388,7 @@ def test_a_time_budget_starts_no_run_after_it_and_marks_the_rest_not_started(mon
 @pytest.mark.slow  # ~100 s; the rule itself is tested above on hand-made results
 def test_auto_seeds_end_to_end_and_its_report(store):
     path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
-    # a target no interval can meet: every row goes to the maximum, one round at a time
+    # a target no interval can meet (and no futility stop): every row goes to the maximum, one round at a time
     args = [
         "run",
         str(path),
@@ -373,6 +402,8 @@ def test_auto_seeds_end_to_end_and_its_report(store):
         "3",
         "--ci",
         "-1",
+        "--futility",
+        "0",
         "--out",
         str(store / "reports"),
     ]

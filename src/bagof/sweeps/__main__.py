@@ -97,7 +97,9 @@ def _auto(a) -> AutoSeeds | None:
             f"SEEDS=auto needs 2 <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): an "
             "interval needs two seeds"
         )
-    return AutoSeeds(a.ci, a.min_seeds, a.max_seeds, budget)
+    if a.futility < 0:
+        raise SweepError(f"--futility {a.futility}: a factor of the --ci target (1.25), or 0 for no futility stop")
+    return AutoSeeds(a.ci, a.min_seeds, a.max_seeds, budget, a.futility)
 
 
 def main(argv=None) -> int:
@@ -124,6 +126,13 @@ def main(argv=None) -> int:
     )
     r.add_argument("--min-seeds", type=int, default=3, help="SEEDS=auto: seeds every row starts with")
     r.add_argument("--max-seeds", type=int, default=8, help="SEEDS=auto: seeds a row gets at most")
+    r.add_argument(
+        "--futility",
+        type=float,
+        default=1.25,
+        help="SEEDS=auto: no more seeds for a row whose interval would still be wider than this x --ci at "
+        "--max-seeds at its present spread (0: off)",
+    )
     r.add_argument("--budget", default=None, help="SEEDS=auto: time budget (e.g. 120m, 2h); no run starts after it")
     r.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
     r.add_argument("--force", action="store_true", help="retrain even when a finished identical run exists")
@@ -208,7 +217,8 @@ def main(argv=None) -> int:
         t["data"],
         int(t["seeds"]),
         extra=tuple(t.get("extra_overrides", "").split()),
-        auto=AutoSeeds(**json.loads(t["auto_seeds"])) if t.get("auto_seeds") else None,
+        # an invocation from before the futility rule ran without it
+        auto=AutoSeeds(**{"futility": 0.0, **json.loads(t["auto_seeds"])}) if t.get("auto_seeds") else None,
         row_seeds=json.loads(t.get("row_seeds", "{}")),
     )
     try:

@@ -104,15 +104,15 @@ def _paired_diff(res: RowResult, base: RowResult, metric: str):
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
-    return ci95([a[s] - b[s] for s in seeds])
+    return (*ci95([a[s] - b[s] for s in seeds]), len(seeds))  # mean, std, half-width, paired seeds
 
 
 NUMERIC = ("mean", "std", "ci_low", "ci_high", "delta", "delta_half", "n")
 
 
-def half_widths(sweep: Sweep, results: list[RowResult]) -> dict[str, float]:
-    """Per non-baseline row that trained: the paired 95% half-interval of its difference from the baseline
-    (NaN while it has fewer than two paired seeds)."""
+def paired_spreads(sweep: Sweep, results: list[RowResult]) -> dict[str, tuple[float, float, int]]:
+    """Per non-baseline row that trained: (the paired 95% half-interval of its difference from the baseline,
+    the differences' standard deviation, the number of paired seeds); NaNs while it has fewer than two."""
     key = sweep.metrics[0]
     base = next((r for r in results if r.row.label == sweep.baseline), None)
     out = {}
@@ -120,7 +120,7 @@ def half_widths(sweep: Sweep, results: list[RowResult]) -> dict[str, float]:
         if r is base or base is None or r.status != "done":
             continue
         d = _paired_diff(r, base, key)
-        out[r.row.label] = math.nan if d is None else d[2]
+        out[r.row.label] = (math.nan, math.nan, 0) if d is None else (d[2], d[1], d[3])
     return out
 
 
@@ -177,6 +177,8 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
                 if not math.isnan(hw)
                 else ", not resolved"
             )
+            if hw > inv.auto.target and inv.auto.futile(d[1], d[3]):
+                status += f"; futile: ±{inv.auto.projected(d[1]):.1f} projected at {inv.auto.max_seeds} seeds"
         cells.append(status.replace("|", "/"))
         table.append(cells)
     # the CSV carries the key metric as plain numbers beside the formatted text columns

@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 
 from omegaconf import DictConfig, OmegaConf
+from scipy import stats
 
 from ..config import compose_config
 from ..features import check_features
@@ -55,20 +56,40 @@ class AutoSeeds:
     many seeds as the row with the most (the pairs need its seeds). It stops when every row is resolved,
     at ``max_seeds``, or when the time budget is spent (no job starts after it; jobs in flight finish).
     Stopping once an interval is narrow enough (optional stopping) makes the reported intervals somewhat
-    optimistic; the report says so."""
+    optimistic; the report says so.
+
+    Futility (``futility`` > 0): a row whose interval, at the spread its paired differences show now, would
+    still be wider than ``futility`` x ``target`` with ``max_seeds`` seeds gets no more: it cannot resolve
+    within the rule, and its seeds would take the budget from rows that can (a group-sequential design's
+    futility bound). The margin above 1 allows for the spread's own noise at a few seeds. Such a row is
+    reported as not resolved, never as resolved, so this stop adds no optimism."""
 
     target: float = 1.5
     min_seeds: int = 3
     max_seeds: int = 8
     budget_min: float | None = None
+    futility: float = 1.25
+
+    def projected(self, sd: float) -> float:
+        """The paired 95% half-interval with ``max_seeds`` seeds if the differences' spread stays ``sd``."""
+        return stats.t.ppf(0.975, self.max_seeds - 1) * sd / math.sqrt(self.max_seeds)
+
+    def futile(self, sd: float, n: int) -> bool:
+        return self.futility > 0 and n < self.max_seeds and self.projected(sd) > self.futility * self.target
 
     def describe(self) -> str:
         budget = f", time budget {self.budget_min:.0f} min" if self.budget_min else ""
+        futility = (
+            f"; a row whose interval would still be wider than ±{self.futility * self.target:g} at "
+            f"{self.max_seeds} seeds at its present spread gets no more (futility)"
+            if self.futility > 0
+            else ""
+        )
         return (
             f"auto: {self.min_seeds} seeds per row, then one more per round for each row whose paired 95% "
-            f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}. Caveat: "
-            "stopping once an interval is narrow enough (optional stopping) makes the intervals of rows that "
-            "stopped early somewhat optimistic"
+            f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}{futility}. "
+            "Caveat: stopping once an interval is narrow enough (optional stopping) makes the intervals of rows "
+            "that stopped early somewhat optimistic"
         )
 
 
@@ -273,20 +294,28 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
 def _more_seeds(sweep: Sweep, inv: Invocation, st: Store) -> bool:
     """One SEEDS=auto round's decision: adds a seed to each unresolved row (widest first); False to stop.
     The time budget is not its business: the caller stops at the first round the budget left runs unstarted in."""
-    from .report import collect, half_widths
+    from .report import collect, paired_spreads
 
-    widths = half_widths(sweep, collect(sweep, inv, st.client, st.exp_id))
+    spreads = paired_spreads(sweep, collect(sweep, inv, st.client, st.exp_id))
     auto = inv.auto
-    need = sorted(
-        (
-            (w, label)
-            for label, w in widths.items()
-            if (math.isnan(w) or w > auto.target) and inv.seeds_of(label) < auto.max_seeds
-        ),
-        reverse=True,
-    )
+    open_rows = [
+        (w, sd, n, label)
+        for label, (w, sd, n) in spreads.items()
+        if (math.isnan(w) or w > auto.target) and inv.seeds_of(label) < auto.max_seeds
+    ]
+    futile = [(w, label, auto.projected(sd)) for w, sd, n, label in open_rows if auto.futile(sd, n)]
+    if futile:
+        log.info(
+            "%s: no more seeds for %s (futility: wider than ±%g at %d seeds at the present spread)",
+            sweep.name,
+            ", ".join(f"{label} ±{w:.1f} -> ±{p:.1f}" for w, label, p in futile),
+            auto.futility * auto.target,
+            auto.max_seeds,
+        )
+    dropped = {label for _, label, _ in futile}
+    need = sorted(((w, label) for w, _, _, label in open_rows if label not in dropped), reverse=True)
     if not need:
-        log.info("%s: every row resolved at ±%g or at %d seeds", sweep.name, auto.target, auto.max_seeds)
+        log.info("%s: every row resolved at ±%g, at %d seeds or futile", sweep.name, auto.target, auto.max_seeds)
         return False
     # widest first: their new seeds are queued first (row order of the next round's jobs follows the sweep)
     order = [label for _, label in need]
