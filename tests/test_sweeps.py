@@ -331,6 +331,7 @@ def test_auto_seeds_futility_gives_no_seed_to_a_row_that_cannot_resolve(monkeypa
 
     auto = AutoSeeds(target=1.5, min_seeds=3, max_seeds=4)  # the default futility, 1.25
     assert auto.projected(5.0) == pytest.approx(3.182446 * 5 / 2, rel=1e-5)
+    assert "(futility)" in auto.describe() and "futility" not in AutoSeeds(min_seeds=3, max_seeds=3).describe()
     sweep, rows, inv, results = _auto_results(auto)
     monkeypatch.setattr(report, "collect", lambda *a: results)
     assert runner._more_seeds(sweep, inv, Store(None, None, "0"))

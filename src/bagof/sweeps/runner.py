@@ -82,7 +82,7 @@ class AutoSeeds:
         futility = (
             f"; a row whose interval would still be wider than ±{self.futility * self.target:g} at "
             f"{self.max_seeds} seeds at its present spread gets no more (futility)"
-            if self.futility > 0
+            if self.futility > 0 and self.max_seeds > self.min_seeds  # else no round follows the first
             else ""
         )
         return (
