@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         return 2
     if a.parent:
         parent = client.get_run(a.parent)
-        if parent.info.status != "FINISHED":
+        if parent.info.status not in ("FINISHED", "FAILED"):  # FAILED ran to its end, some rows failed
             status = parent.info.status
             print(f"note: invocation {a.parent} is {status}: the report covers what had finished", file=sys.stderr)
     else:
