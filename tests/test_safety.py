@@ -222,6 +222,36 @@ def test_two_sweeps_on_a_new_store_train_each_run_once(tmp_path):
     assert sorted(r.data.tags["row"] for r in runs) == ["base", "ciou"]
 
 
+def test_a_run_that_finishes_while_another_sweep_claims_it_is_reused_not_retrained(tmp_path, monkeypatch):
+    """The race CI hit: the other sweep's run turned FINISHED between the claim's two looks at the store (not
+    finished yet; no longer running), so the claim trained it again. Whatever the moment of the change, the
+    claim must see the run running or finished."""
+    from filelock import FileLock
+
+    from bagof.sweeps import runner
+    from bagof.sweeps.runner import Job, Store, claim
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("tables")
+    other_parent = client.create_run(exp).info.run_id
+    ours = client.create_run(exp).info.run_id
+    tags = {"mlflow.parentRunId": other_parent, "bagof.kind": "row", "row": "ciou", "seed": "0"}
+    tags |= {"config_hash": "abc", "code_version": runner.CODE_VERSION, **owner_tags()}
+    theirs = client.create_run(exp, tags=tags).info.run_id  # the other sweep, alive (this pid), training it
+    real = runner.find_row
+
+    def find_row_then_it_finishes(*a, **kw):
+        found = real(*a, **kw)
+        client.set_terminated(theirs, "FINISHED")  # the other sweep's worker ends its run right now
+        return found
+
+    monkeypatch.setattr(runner, "find_row", find_row_then_it_finishes)
+    job = Job({"row": "ciou", "seed": 0}, "", "abc", 0)
+    decision = claim(Store(client, FileLock(str(tmp_path / "l.lock")), exp, ours), job, force=False)
+    assert decision in ("wait", "reuse"), decision
+    assert len(client.search_runs([exp], "tags.row = 'ciou'")) == 1  # no second run of it
+
+
 def test_evolve_sampler_draws_per_trial_number():
     """Two drivers on one study hold different trial numbers, so they never propose the same candidate;
     the same seed and trial number give the same candidate (a search is reproducible)."""

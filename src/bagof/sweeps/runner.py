@@ -425,6 +425,13 @@ def claim(st: Store, job: Job, force: bool) -> str:
     training it now), or ``start`` (this invocation's child run is created and recorded in ``job.rec``)."""
     c = st.client
     with st.lock:
+        # Running first, finished second: another sweep's worker ends its run without this lock, so in the
+        # other order a run that finishes between the two looks is seen as neither and trained twice.
+        busy = c.search_runs(  # in any experiment: another sweep may be training the same row
+            [e.experiment_id for e in c.search_experiments()],
+            f"tags.config_hash = '{job.chash}' and tags.seed = '{job.seed}' and "
+            f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'RUNNING'",
+        )
         done = (
             find_finished(c, None, job.chash, job.seed, PRETRAIN_KINDS)
             if job.kind == "pretrain"
@@ -433,11 +440,6 @@ def claim(st: Store, job: Job, force: bool) -> str:
         if done is not None and (not force or done.data.tags.get("mlflow.parentRunId") == st.parent_id):
             job.rec.update(status="FINISHED", run_id=done.info.run_id, cached=True)
             return "reuse"
-        busy = c.search_runs(  # in any experiment: another sweep may be training the same row
-            [e.experiment_id for e in c.search_experiments()],
-            f"tags.config_hash = '{job.chash}' and tags.seed = '{job.seed}' and "
-            f"tags.code_version = '{CODE_VERSION}' and attributes.status = 'RUNNING'",
-        )
         if any(r.data.tags.get("mlflow.parentRunId") != st.parent_id and owner_alive(r) for r in busy):
             return "wait"
         run = c.create_run(
