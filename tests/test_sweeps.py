@@ -112,7 +112,8 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
   paper: {AP: 40.0, AP50: 61.0, AP75: 43.0}
 """,
     )
-    args = ["run", str(path), "--scale", "smoke", "--out", str(store / "reports")]
+    # two jobs: a smoke run is mostly its worker's start-up, which two cores overlap
+    args = ["run", str(path), "--scale", "smoke", "--jobs", "2", "--out", str(store / "reports")]
     assert main(args + ["--seeds", "1"]) == 0
     assert main(args + ["--seeds", "1"]) == 0
     assert main(args + ["--seeds", "2"]) == 0
@@ -164,7 +165,7 @@ def test_another_sweeps_identical_row_is_reused_not_retrained(store):
     """Same config hash and seed = the same run, whichever sweep trained it (the noise study's 30-epoch
     baseline/S/M/CA are Table 4's rows)."""
     first = _write_sweep(store, BASE_AND_CIOU)
-    args = ["--scale", "smoke", "--seeds", "1", "--out", str(store / "reports")]
+    args = ["--scale", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(store / "reports")]
     assert main(["run", str(first), *args]) == 0
     second = _write_sweep(
         store, BASE_AND_CIOU + "- label: mosaic\n  bof: [mosaic]\n  paper: {AP: 39.1}\n", name="tabley"
@@ -191,7 +192,7 @@ def test_failing_row_is_recorded_and_others_run(store):
         """,
         name="tabley",
     )
-    rc = main(["run", str(path), "--scale", "smoke", "--seeds", "1", "--out", str(store / "reports")])
+    rc = main(["run", str(path), "--scale", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(store / "reports")])
     assert rc == 1  # the command fails at the end because a row failed
     client, exp, parents = _parents(store, "tabley")
     rows = {r.data.tags["row"]: r for r in client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")}
@@ -225,6 +226,8 @@ def test_make_table_smoke_end_to_end(store, table):
             "smoke",
             "--data",
             "synthetic",
+            "--jobs",
+            "2",
         ],
         cwd=repo,
         env={**os.environ, **env},
