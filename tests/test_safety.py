@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from bagof.errors import BagofError
 from bagof.features import check_features
-from bagof.launch import HOST, PID, fail_abandoned, open_store, owner_tags
+from bagof.launch import HOST, PID, TAG_KIND, fail_abandoned, open_store, owner_tags
 from bagof.sweeps.__main__ import main as sweeps_main
 
 from .conftest import DATASETS, ROOT
@@ -235,7 +235,7 @@ def test_a_run_that_finishes_while_another_sweep_claims_it_is_reused_not_retrain
     exp = client.create_experiment("tables")
     other_parent = client.create_run(exp).info.run_id
     ours = client.create_run(exp).info.run_id
-    tags = {"mlflow.parentRunId": other_parent, "bagof.kind": "row", "row": "ciou", "seed": "0"}
+    tags = {"mlflow.parentRunId": other_parent, TAG_KIND: "row", "row": "ciou", "seed": "0"}
     tags |= {"config_hash": "abc", "code_version": runner.CODE_VERSION, **owner_tags()}
     theirs = client.create_run(exp, tags=tags).info.run_id  # the other sweep, alive (this pid), training it
     real = runner.find_row
