@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -251,3 +252,30 @@ def test_augmentations_follow_the_run_seed(compose):
     a, b, c = sample(3), sample(3), sample(4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, z) for x, z in zip(a, c))
+
+
+def test_a_split_another_process_completes_meanwhile_is_kept_and_never_written_into(tmp_path, monkeypatch):
+    # two sweep jobs (--jobs 2) start on an empty cache: one finishes generating the split while the other is at
+    # its first image; no process writes into a folder another has completed (a reader would see half a JPEG)
+    from bagof.data import synthetic
+
+    written_into_complete = []
+    real_imwrite, real_make = synthetic.cv2.imwrite, synthetic.make_image
+    calls = []
+
+    def imwrite(path, img, params):
+        written_into_complete.append((Path(path).parent.parent / "annotations.json").is_file())
+        return real_imwrite(path, img, params)
+
+    def make_image(seed):
+        calls.append(seed)
+        if len(calls) == 1:  # the other process runs to completion now
+            ensure_synthetic(tmp_path, "val", 3, seed=0)
+        return real_make(seed)
+
+    monkeypatch.setattr(synthetic.cv2, "imwrite", imwrite)
+    monkeypatch.setattr(synthetic, "make_image", make_image)
+    ann, images = ensure_synthetic(tmp_path, "val", 3, seed=0)
+    assert not any(written_into_complete) and len(written_into_complete) == 6
+    assert len(json.loads(ann.read_text())["images"]) == 3 and len(list(images.glob("*.jpg"))) == 3
+    assert [p.name for p in tmp_path.iterdir()] == [ann.parent.name]  # the loser's copy is gone

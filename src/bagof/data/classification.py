@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..utils.cachedir import build_once
 from .formats import DatasetError, Issues
 from .label_mixing import LabelCutMix, LabelMixUp, LabelMosaic
 from .loading import read_rgb, seed_worker
@@ -70,9 +71,14 @@ def ensure_crops(
     ann_file, image_dir = ensure_synthetic(Path(root) / "synthetic", split, num_images, seed)
     key = hashlib.sha1(json.dumps([CROPS_VERSION, ann_file.parent.name, margin, min_side]).encode()).hexdigest()[:10]
     out = Path(root) / "crops" / f"{split}-{num_images}-seed{seed}-{key}"
-    done = out / "done"
-    if done.is_file():
+    if (out / "done").is_file():
         return out
+    build_once(out, "done", lambda folder: _crop(folder, split, ann_file, image_dir, margin, min_side))
+    log.info("cropped the objects of %d synthetic %s images into %s (once)", num_images, split, out)
+    return out
+
+
+def _crop(out: Path, split: str, ann_file: Path, image_dir: Path, margin: float, min_side: int) -> None:
     coco = json.loads(ann_file.read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     files = {im["id"]: im["file_name"] for im in coco["images"]}
@@ -95,9 +101,7 @@ def ensure_crops(
             img[y1:y2, x1:x2],
             [cv2.IMWRITE_JPEG_QUALITY, 92],
         )
-    done.write_text("ok")
-    log.info("cropped the objects of %d synthetic %s images into %s (once)", num_images, split, out)
-    return out
+    (out / "done").write_text("ok")
 
 
 def load_image_folder(spec: dict) -> tuple[list[str], list[tuple[str, int]]]:

@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..utils.cachedir import build_once
+
 log = logging.getLogger(__name__)
 
 CLASSES = ("ellipse", "rectangle", "triangle", "cross", "ring", "star")
@@ -157,10 +159,14 @@ def ensure_synthetic(root: str | Path, split: str, num_images: int, seed: int) -
     """Generates the split once (COCO JSON + JPEGs) and returns (annotation file, image folder)."""
     key = hashlib.sha1(json.dumps([VERSION, split, num_images, seed]).encode()).hexdigest()[:10]
     out = Path(root) / f"{split}-{num_images}-seed{seed}-{key}"
-    ann_file, image_dir = out / "annotations.json", out / "images"
-    if ann_file.is_file():
-        return ann_file, image_dir
-    log.info("generating %d synthetic %s images into %s (once)", num_images, split, out)
+    if not (out / "annotations.json").is_file():
+        log.info("generating %d synthetic %s images into %s (once)", num_images, split, out)
+    build_once(out, "annotations.json", lambda folder: _generate(folder, split, num_images, seed))
+    return out / "annotations.json", out / "images"
+
+
+def _generate(out: Path, split: str, num_images: int, seed: int) -> None:
+    image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     # Splits draw from disjoint seed ranges so train and val never share an image.
     offset = {"train": 0, "val": 10_000_000, "test": 20_000_000}.get(split, 30_000_000)
@@ -182,7 +188,4 @@ def ensure_synthetic(root: str | Path, split: str, num_images: int, seed: int) -
                 }
             )
     cats = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(CLASSES)]
-    tmp = ann_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    tmp.replace(ann_file)  # atomic: a half-written cache is never taken as done
-    return ann_file, image_dir
+    (out / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
