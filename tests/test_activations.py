@@ -85,3 +85,18 @@ def test_head_outputs_stay_float32_and_close_under_bf16_autocast():
     assert all(o.dtype == torch.float32 for o in low)
     # only the 3x3 conv ran in bf16: the logits keep ~2-3 significant digits, not bf16's rounding of the sum
     assert all(torch.allclose(a, b, atol=0.05, rtol=0.02) for a, b in zip(low, ref))
+
+
+@pytest.mark.parametrize("grad_layout", [torch.channels_last, torch.contiguous_format])
+def test_fast_mish_keeps_channels_last_and_reads_a_gradient_in_either_layout(grad_layout):
+    # train.channels_last hands Mish NHWC tensors: its output stays NHWC (no copy to NCHW and back for the next
+    # convolution), and a gradient arriving in the other layout is read element for element, not in memory order
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn(2, 8, 5, 6).contiguous(memory_format=grad_layout)
+    y = mish(x)
+    y.backward(g)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    ref = x.detach().clone().requires_grad_()
+    F.mish(ref).backward(g)
+    assert torch.allclose(y, F.mish(x.detach()), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
+    assert "OneExpMish" in type(y.grad_fn).__name__

@@ -92,3 +92,37 @@ def test_summary_cli_without_dataset(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "64,363,101" in out.stdout  # YOLOv4, 80 classes: the reference network's count
     assert "BFLOPs" in out.stdout and "512x512" in out.stdout
+
+
+@pytest.mark.parametrize("c_out,nchw_bn", [(8, True), (16, False)])
+def test_a_thin_nhwc_layer_normalises_in_nchw_with_the_same_result(c_out, nchw_bn):
+    # under train.channels_last + bf16 a layer of under 16 channels normalises in NCHW (PyTorch's NHWC BatchNorm is
+    # ~6x slower there): the same outputs, gradients and running statistics as the NCHW layer, NHWC handed on
+    import copy
+
+    from bagof.models.layers import ConvBNAct
+
+    torch.manual_seed(0)
+    plain = ConvBNAct(8, c_out, 3, act="mish")
+    nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    seen = []
+    nhwc[1].register_forward_pre_hook(lambda m, i: seen.append(i[0].is_contiguous()))
+    x = torch.randn(4, 8, 12, 12)
+    xs = {"plain": x.clone().requires_grad_(), "nhwc": x.contiguous(memory_format=torch.channels_last).requires_grad_()}
+    g = torch.randn(4, c_out, 12, 12)
+    out = {}
+    for name, layer in (("plain", plain), ("nhwc", nhwc)):
+        with torch.autocast("cpu", torch.bfloat16):
+            y = layer(xs[name])
+        y.float().backward(g)
+        out[name] = y.float()
+    assert seen == [nchw_bn]
+    assert out["nhwc"].is_contiguous(memory_format=torch.channels_last)
+    assert xs["nhwc"].grad.is_contiguous(memory_format=torch.channels_last)
+    # bf16 convolutions in two layouts round differently: within bf16's precision (~3 digits)
+    assert torch.allclose(out["nhwc"], out["plain"], rtol=2e-2, atol=2e-2)
+    assert torch.allclose(xs["nhwc"].grad, xs["plain"].grad, rtol=5e-2, atol=5e-2)
+    for (_, a), (_, b) in zip(plain.named_parameters(), nhwc.named_parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=5e-2, atol=5e-2 * a.grad.abs().max().item())
+    assert torch.allclose(plain[1].running_mean, nhwc[1].running_mean, atol=1e-2)
+    assert torch.allclose(plain[1].running_var, nhwc[1].running_var, rtol=1e-2)

@@ -98,7 +98,11 @@ def test_paper_scale_needs_no_gpu_flags_and_speed_settings_keep_the_identity(com
     assert cfg.train.precision == bagof_config.fast_precision()
     assert cfg.data.num_workers == bagof_config.loader_workers(8)
     base = compose(["scale=cpu", "data=bccd"])
-    fast = compose(["scale=cpu", "data=bccd", "train.channels_last=true", "train.cudnn_benchmark=false"])
+    # the cpu scale: NHWC where it pays (bf16 on the CPU, a GPU), NCHW in float32 on the CPU
+    assert base.train.channels_last is (on_gpu or base.train.precision == "bf16-mixed")
+    assert compose(["scale=cpu", "train.precision=32-true"]).train.channels_last is on_gpu
+    other = not base.train.channels_last
+    fast = compose(["scale=cpu", "data=bccd", f"train.channels_last={other}", "train.cudnn_benchmark=false"])
     assert config_hash(base) == config_hash(fast)  # speed settings: the same results, the cache reuses them
 
 

@@ -4,8 +4,8 @@ Every comparison runs both sides in this one invocation, alternated in rounds (t
 noisy), and reports both figures and their ratio:
 
 - training images/s at ``cpu`` scale for YOLOv4 and the ablation tables' CSPResNeXt50-PANet-SPP, the training
-  step as code 0.3.0 ran it (float32, torch's ``F.mish``, AdamW's single-tensor loop) against today's (the
-  scale's precision, the fast CPU Mish, AdamW's foreach path; the SPP chain is in both);
+  step as code 0.3.0 ran it (float32, NCHW, torch's ``F.mish``, AdamW's single-tensor loop) against today's (the
+  scale's precision and memory layout, the fast CPU Mish, AdamW's foreach path; the SPP chain is in both);
 - inference latency of the paper-scale YOLOv4 at 416x416, batch 1, on a real letterboxed image, decode and
   NMS included (conf 0.25, Darknet's ``detector test`` default): unfused + ``F.mish`` against BN-folded + fast
   Mish, and OpenCV DNN's Darknet importer on the same network (yolov4.cfg with our weights, exported) when
@@ -16,6 +16,7 @@ noisy), and reports both figures and their ratio:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -70,24 +71,28 @@ def _alternate(variants: dict, run, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
+def bench_train(overrides, rounds: int = 6, steps: int = 8) -> dict:
     cfg = compose_config(["scale=cpu", *overrides])
     dm = hydra.utils.instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     model = hydra.utils.instantiate(cfg.model, _convert_="all").train()
-    task = build_task(cfg, model, hydra.utils.instantiate(cfg.loss))  # the training step the loop runs
+    loss = hydra.utils.instantiate(cfg.loss)
+    layout = torch.channels_last if cfg.train.get("channels_last") else torch.contiguous_format
+    # each side's own copy of the model (its memory layout) and training step, as the loop builds it
+    after = copy.deepcopy(model).to(memory_format=layout)
+    tasks = {"before": build_task(cfg, model, loss), "after": build_task(cfg, after, loss)}
     # each side's optimizer step: the single-tensor loop of code 0.3.0-0.4.0, the foreach one the task builds now
-    opts = {n: torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=n == "after") for n in ("before", "after")}
+    opts = {n: torch.optim.AdamW(t.parameters(), lr=1e-4, foreach=n == "after") for n, t in tasks.items()}
     batches = [b[:2] for _, b in zip(range(steps), dm.train_dataloader())]
     variants = {"before": (False, "32-true"), "after": (True, str(cfg.train.precision))}
 
     def run(name):
         with _variant(*variants[name]):
             for imgs, targets in batches[:1]:  # warm-up step (first use compiles)
-                _step(task, opts[name], imgs, targets)
+                _step(tasks[name], opts[name], imgs, targets)
             t0 = time.perf_counter()
             for imgs, targets in batches:
-                _step(task, opts[name], imgs, targets)
+                _step(tasks[name], opts[name], imgs, targets)
             return time.perf_counter() - t0
 
     n_imgs = sum(len(b[0]) for b in batches)
@@ -100,7 +105,8 @@ def bench_train(overrides, rounds: int = 4, steps: int = 5) -> dict:
         "batch_size": cfg.data.batch_size,
         "steps_per_side": rounds * steps,
         "before": "float32, torch F.mish, single-tensor AdamW (code 0.3.0's step)",
-        "after": f"precision {cfg.train.precision}, fast CPU Mish, foreach AdamW",
+        "after": f"precision {cfg.train.precision}, fast CPU Mish, foreach AdamW"
+        + (", channels_last" if layout == torch.channels_last else ""),
         "images_per_s_before": ips["before"],
         "images_per_s_after": ips["after"],
         "speedup": ips["after"] / ips["before"],
