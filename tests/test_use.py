@@ -127,3 +127,9 @@ def test_model_weights_from_a_darknet_file_start_training(compose, tmp_path):
     for (k, a), b in zip(src.state_dict().items(), loaded.state_dict().values()):
         if "num_batches_tracked" not in k:
             assert torch.equal(a, b), k
+
+
+def test_a_run_as_weights_without_logging_is_refused_naming_model_weights(compose):
+    cfg = compose([*SMOKE, "model.weights=runs:/" + "0" * 32, "logger=none"])
+    with pytest.raises(BagofError, match=r"^model\.weights='runs:/0+': an MLflow run, but logging is off"):
+        eval_cli.load_model(cfg)

@@ -131,22 +131,25 @@ def _download(run_id: str, cfg: DictConfig) -> Path:
     return folder
 
 
-def fetch_run_checkpoint(source: str, tracking_uri: str | None) -> Path:
-    """``model.backbone_weights=runs:/<id>`` (or a bare run id) -> the run's logged ``.ckpt``, downloaded."""
+def fetch_run_checkpoint(source: str, tracking_uri: str | None, key: str = "model.backbone_weights") -> Path:
+    """``model.weights`` / ``model.backbone_weights=runs:/<id>`` (or a bare run id) -> the run's logged ``.ckpt``,
+    downloaded; ``key`` is the option the errors name."""
     import mlflow
 
     from .models.transfer import TransferError, run_id_of
 
     run_id = run_id_of(source)
     if tracking_uri is None:
-        raise TransferError(f"model.backbone_weights={source!r}: an MLflow run, but logging is off (logger=none)")
+        raise TransferError(
+            f"{key}={source!r}: an MLflow run, but logging is off (logger=none): drop logger=none to read the run "
+            "from the store, or give the checkpoint's path"
+        )
     client = mlflow.MlflowClient(tracking_uri)
     try:
         client.get_run(run_id)
     except Exception as e:
         raise TransferError(
-            f"model.backbone_weights={source!r}: run {run_id} is not in the MLflow store "
-            f"{tracking_uri} ({type(e).__name__})"
+            f"{key}={source!r}: run {run_id} is not in the MLflow store {tracking_uri} ({type(e).__name__})"
         ) from None
 
     def find(path=None):
@@ -162,7 +165,7 @@ def fetch_run_checkpoint(source: str, tracking_uri: str | None) -> Path:
     art = find()
     if art is None:
         raise TransferError(
-            f"model.backbone_weights={source!r}: run {run_id} logged no checkpoint (.ckpt); "
-            "train the classifier with MLflow logging on (logger.log_model, the default)"
+            f"{key}={source!r}: run {run_id} logged no checkpoint (.ckpt); "
+            "train it with MLflow logging on (logger.log_model, the default)"
         )
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=art, tracking_uri=tracking_uri))

@@ -172,7 +172,7 @@ def local_weights(cfg: DictConfig) -> dict:
         src = cfg.model.get(key)
         if src and run_id_of(str(src)) is not None:
             uri = cfg.logger.tracking_uri if cfg.get("logger") and "tracking_uri" in cfg.logger else None
-            out[key] = str(fetch_run_checkpoint(str(src), uri))
+            out[key] = str(fetch_run_checkpoint(str(src), uri, key=f"model.{key}"))
     return out
 
 
