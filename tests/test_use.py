@@ -129,6 +129,18 @@ def test_model_weights_from_a_darknet_file_start_training(compose, tmp_path):
             assert torch.equal(a, b), k
 
 
+def test_eval_and_predict_run_the_folded_model_in_the_configs_layout(compose, trained):
+    ckpt, _ = trained
+    cfg = compose([*SMOKE, f"model.weights={ckpt}", "train.channels_last=true"])
+    plain, model = eval_cli.load_model(cfg), eval_cli.inference_model(cfg)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # folded into the convolutions
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+    x = torch.rand(2, 3, cfg.data.img_size, cfg.data.img_size)
+    with torch.inference_mode():
+        folded, ref = model.decode(model(x)), plain.decode(plain(x))
+    assert torch.allclose(folded, ref, rtol=1e-4, atol=1e-3)
+
+
 def test_a_run_as_weights_without_logging_is_refused_naming_model_weights(compose):
     cfg = compose([*SMOKE, "model.weights=runs:/" + "0" * 32, "logger=none"])
     with pytest.raises(BagofError, match=r"^model\.weights='runs:/0+': an MLflow run, but logging is off"):

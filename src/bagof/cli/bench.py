@@ -41,6 +41,7 @@ from ..ops.letterbox import letterbox
 from ..ops.postprocess import detect, postprocess
 from ..train import build_task
 from ..utils.precision import autocast_for
+from .eval import for_inference
 
 DARKNET_CFG = "reference/darknet-cfg/yolov4.cfg"  # under the shared folder beside the datasets
 
@@ -167,20 +168,26 @@ def bench_latency(threads: int, size: int = 416, rounds: int = 4, repeats: int =
     cfg = compose_config(["scale=paper", "data=coco", f"data.img_size={size}"])
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model, _convert_="all").eval()
-    fused = fuse_conv_bn(model)
     image = _real_image(cfg, size)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     post = {"conf_thresh": conf, "iou_thresh": 0.45, "max_det": 300}
-    sides = {"before": (model, False), "after": (fused, True)}
+    precision = str(cfg.train.precision)
+    # (network, fast Mish, precision): code 0.3.0's inference; `bagof predict`'s (folded, the paper scale's layout
+    # and precision); the same folded network in float32 NCHW, OpenCV DNN's arithmetic
+    sides = {
+        "before": (model, False, "32-true"),
+        "after": (for_inference(model, cfg), True, precision),
+        "after_float32": (fuse_conv_bn(model), True, "32-true"),
+    }
     counts = {}
 
     def ours(name):
-        net, fast = sides[name]
+        net, fast, prec = sides[name]
         times = []
-        with _variant(fast), torch.inference_mode():
+        with _variant(fast, prec), torch.inference_mode():
             for i in range(repeats + 1):
                 t0 = time.perf_counter()
-                dets = postprocess(net.decode(net(x)), **post)
+                dets = postprocess(net.decode(net(x)).float(), **post)
                 if i:  # the first of each round warms up
                     times.append(time.perf_counter() - t0)
         counts[name] = len(dets[0])
@@ -200,8 +207,11 @@ def bench_latency(threads: int, size: int = 416, rounds: int = 4, repeats: int =
         "postprocess": post,
         "latency_ms_median_before": med["before"],
         "latency_ms_median_after": med["after"],
-        "before": "unfused conv-BN, torch F.mish",
-        "after": "conv-BN folded, fast CPU Mish",
+        "latency_ms_median_after_float32": med["after_float32"],
+        "before": "unfused conv-BN, torch F.mish, float32, NCHW (code 0.3.0)",
+        "after": f"as `bagof predict` runs it: conv-BN folded, fast CPU Mish, {precision}, "
+        + ("NHWC" if cfg.train.get("channels_last") else "NCHW"),
+        "after_float32": "conv-BN folded, fast CPU Mish, float32, NCHW",
         "detections": counts,
         "note": "random weights score below any threshold (objectness prior 0.01), so these figures are the "
         "forward + decode of both runtimes; the NMS cost at a trained model's load is in eval_cpu_scale",
@@ -212,6 +222,7 @@ def bench_latency(threads: int, size: int = 416, rounds: int = 4, repeats: int =
             "latency_ms_median_opencv": med["opencv"],
             "opencv": opencv.info,
             "ratio_after_to_opencv": med["after"] / med["opencv"],
+            "ratio_after_float32_to_opencv": med["after_float32"] / med["opencv"],
             "ratio_before_to_opencv": med["before"] / med["opencv"],
         }
         opencv.close()

@@ -25,6 +25,7 @@ from ..config import compose_config, flatten
 from ..errors import BagofError
 from ..eval import coco_evaluate, to_coco_results
 from ..launch import TAG_KIND
+from ..models.fuse import fuse_conv_bn
 from ..ops.postprocess import detect
 from ..train import build_logger, local_weights, resolve_config
 from ..utils.precision import autocast_for
@@ -45,6 +46,18 @@ def load_model(cfg: DictConfig):
         raise cause or e from None
 
 
+def inference_model(cfg: DictConfig):
+    """``load_model`` as ``eval`` and ``predict`` run it (``for_inference``)."""
+    return for_inference(load_model(cfg), cfg)
+
+
+def for_inference(model, cfg: DictConfig):
+    """An eval-mode copy with BatchNorm folded into the convolutions (exact in eval mode, up to rounding;
+    models/fuse.py), in the config's memory layout (``train.channels_last``)."""
+    model = fuse_conv_bn(model)
+    return model.to(memory_format=torch.channels_last) if cfg.train.get("channels_last") else model
+
+
 def predict(model, imgs: torch.Tensor, metas, post: dict, precision: str) -> list[torch.Tensor]:
     """Detections per image in original-image pixels: (K, 6) [x1, y1, x2, y2, score, class]."""
     with torch.inference_mode(), autocast_for(precision, imgs.device.type):
@@ -55,7 +68,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     resolve_config(cfg)
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     t0 = time.time()
-    model = load_model(cfg)
+    model = inference_model(cfg)
     dm = hydra.utils.instantiate(cfg.data, _convert_="all")
     dm.setup("validate")
     results, seen = [], []

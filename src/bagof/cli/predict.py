@@ -28,7 +28,7 @@ from ..config import compose_config
 from ..data.loading import read_rgb
 from ..errors import BagofError
 from ..ops.letterbox import letterbox
-from .eval import load_model, predict
+from .eval import inference_model, predict
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -105,7 +105,7 @@ def draw(img: np.ndarray, dets: np.ndarray, names: list[str]) -> np.ndarray:
 
 def run(source: str, out: str | None, conf: float, iou: float, overrides: list[str]) -> Path:
     cfg = compose_config(overrides)
-    model = load_model(cfg)
+    model = inference_model(cfg)
     names = class_names(cfg)
     folder = Path(out or Path(cfg.paths.root) / "outputs" / "predict" / time.strftime("%Y%m%d-%H%M%S"))
     folder.mkdir(parents=True, exist_ok=True)
