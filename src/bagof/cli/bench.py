@@ -7,8 +7,9 @@ noisy), and reports both figures and their ratio:
   step as code 0.3.0 ran it (float32, NCHW, torch's ``F.mish``, AdamW's single-tensor loop) against today's (the
   scale's precision and memory layout, the fast CPU Mish, AdamW's foreach path; the SPP chain is in both);
 - inference latency of the paper-scale YOLOv4 at 416x416, batch 1, on a real letterboxed image, decode and
-  NMS included (conf 0.25, Darknet's ``detector test`` default): unfused + ``F.mish`` against BN-folded + fast
-  Mish, and OpenCV DNN's Darknet importer on the same network (yolov4.cfg with our weights, exported) when
+  NMS included (conf 0.25, Darknet's ``detector test`` default): code 0.3.0's (unfused, ``F.mish``, float32),
+  ``bagof predict``'s (BN folded, fast Mish, the paper scale's precision and layout), the folded network in
+  float32, and OpenCV DNN's Darknet importer on the same network (yolov4.cfg with our weights, exported) when
   an OpenCV 4.x interpreter is found: ``BAGOF_OPENCV_PYTHON``, or this one if its cv2 is 4.x (the dev extra);
 - evaluation time of the validation split at ``cpu`` scale (forward + decode + NMS + pycocotools).
 """
