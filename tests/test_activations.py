@@ -100,3 +100,25 @@ def test_fast_mish_keeps_channels_last_and_reads_a_gradient_in_either_layout(gra
     F.mish(ref).backward(g)
     assert torch.allclose(y, F.mish(x.detach()), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
     assert "OneExpMish" in type(y.grad_fn).__name__
+
+
+def test_fast_mish_kernels_run_on_every_thread(monkeypatch):
+    # The kernels are compiled once for every shape, on `_ready`'s small input: they must still loop on all threads
+    # (they ran on one: the compiler sized its parallelism from that first input; the forward took ~2x its time).
+    from torch._inductor.utils import run_and_get_code
+
+    monkeypatch.setattr(activations, "_compiled", {})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a loop is made parallel only where there are threads to share it (CI has 2 cores)
+
+    def first_use():
+        x = torch.randn(2, 8, 16, 16, requires_grad=True)
+        mish(x).sum().backward()
+
+    try:
+        _, sources = run_and_get_code(first_use)
+    finally:
+        torch.set_num_threads(threads)
+    kernels = [s for s in sources if "exp" in s]
+    assert len(kernels) == 2  # forward and backward
+    assert all("#pragma omp parallel" in k for k in kernels)

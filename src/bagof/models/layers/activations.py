@@ -36,7 +36,11 @@ def _mish_backward(x, grad):
 
 def _kernel(name: str, fn):
     if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=True)
+        # Inductor decides once per dynamic-shape graph whether its loop runs on all threads, from the first input's
+        # size: on the 120 elements `_ready` compiles with, it chose one thread for every later layer. A chunk size of
+        # 1 makes the loop parallel whatever the first size (and keys a new entry in the compiler's disk cache, so
+        # serial kernels cached by earlier code are not reused): forward 5.2 -> 2.9 ms on 8x32x128x128 bf16, 2 threads.
+        _compiled[name] = torch.compile(fn, dynamic=True, options={"cpp.min_chunk_size": 1})
     return _compiled[name]
 
 
