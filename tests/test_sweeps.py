@@ -389,7 +389,36 @@ def test_a_time_budget_starts_no_run_after_it_and_marks_the_rest_not_started(mon
     assert {j.rec["status"] for j in queued} == {"NOT_STARTED"}
 
 
-@pytest.mark.slow  # ~100 s; the rule itself is tested above on hand-made results
+def test_auto_seeds_decide_nothing_on_two_seeds(monkeypatch):
+    """On 2 paired seeds (one degree of freedom) a row is neither resolved nor futile, however narrow or wide its
+    interval: it gets a third seed. A report of such a row (e.g. a run that failed) says too few to decide."""
+    from bagof.sweeps import report, runner
+    from bagof.sweeps.runner import AutoSeeds, Store
+
+    auto = AutoSeeds(target=1.5, min_seeds=3, max_seeds=8)
+    assert not auto.resolved(0.1, 2) and auto.resolved(0.1, 3) and not auto.resolved(math.nan, 5)
+    assert not auto.futile(50.0, 2) and auto.futile(50.0, 3)
+    sweep, rows, inv, results = _auto_results(auto)
+    for r in results[1:3]:  # rows 0 (sd 0.1: ±0.9 on 1 df) and 1 (sd 7.1: futile if judged) lose their third seed
+        del r.values["AP"][2]
+    monkeypatch.setattr(report, "collect", lambda *a: results)
+    assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
+    assert inv.row_seeds[rows[0]] == 4 and inv.row_seeds[rows[1]] == 4
+    header, *table = report.render(sweep, inv, results, {})[1]
+    status = {cells[0]: cells[header.index("status")] for cells in table}
+    assert "not resolved (±" in status[rows[0]] and "too few seeds to decide" in status[rows[0]]
+    assert "futile" not in status[rows[1]] and "too few seeds to decide" in status[rows[1]]
+
+
+def test_auto_seeds_need_three_seeds_per_row_to_start(store, capsys):
+    # in a throw-away store at smoke scale: code that accepted 2 would start training here
+    args = ["run", str(SWEEPS / "table5.yaml"), "--scale", "smoke", "--seeds", "auto", "--min-seeds", "2"]
+    args += ["--out", str(store / "reports")]
+    assert main(args) == 2
+    assert "needs 3 <= --min-seeds (2) <= --max-seeds (8)" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~130 s; the rule itself is tested above on hand-made results
 def test_auto_seeds_end_to_end_and_its_report(store):
     path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
     # a target no interval can meet (and no futility stop): every row goes to the maximum, one round at a time
@@ -401,9 +430,9 @@ def test_auto_seeds_end_to_end_and_its_report(store):
         "--seeds",
         "auto",
         "--min-seeds",
-        "2",
-        "--max-seeds",
         "3",
+        "--max-seeds",
+        "4",
         "--ci",
         "-1",
         "--futility",
@@ -413,17 +442,17 @@ def test_auto_seeds_end_to_end_and_its_report(store):
     ]
     assert main(args) == 0
     client, exp, parents = _parents(store, "tablea")
-    assert parents[-1].data.metrics["trained_runs"] == 6
+    assert parents[-1].data.metrics["trained_runs"] == 8
     md = (store / "reports" / "tablea.md").read_text()
-    assert "auto: 2 seeds per row" in md and "optional stopping" in md and "| 3 | done, not resolved" in md
+    assert "auto: 3 seeds per row" in md and "optional stopping" in md and "| 4 | done, not resolved" in md
     # rebuilt from the store alone, the report knows the seeds each row used
     assert main(["report", str(path), "--out", str(store / "reports")]) == 0
-    assert "| 3 | done, not resolved" in (store / "reports" / "tablea.md").read_text()
+    assert "| 4 | done, not resolved" in (store / "reports" / "tablea.md").read_text()
     # a spent budget still replays the rounds the cache serves: a second invocation reports every seed
     assert main(args[:-2] + ["--budget", "0.001m", "--out", str(store / "reports")]) == 0
     assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
     md = (store / "reports" / "tablea.md").read_text()
-    assert "time budget 0 min" in md and "| 3 | done, not resolved" in md and "| 2 |" not in md
+    assert "time budget 0 min" in md and "| 4 | done, not resolved" in md and "| 3 |" not in md
     # a spent time budget starts nothing and says so
     assert main(args[:-2] + ["--budget", "0.001m", "--force", "--out", str(store / "reports")]) == 0
     assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0

@@ -92,10 +92,10 @@ def _auto(a) -> AutoSeeds | None:
         if not m:
             raise SweepError(f"--budget {a.budget}: minutes or hours, e.g. 120m or 2h")
         budget = float(m.group(1)) * (60 if m.group(2) == "h" else 1)
-    if not 2 <= a.min_seeds <= a.max_seeds:
+    if not AutoSeeds.DECIDE_AT <= a.min_seeds <= a.max_seeds:
         raise SweepError(
-            f"SEEDS=auto needs 2 <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): an "
-            "interval needs two seeds"
+            f"SEEDS=auto needs {AutoSeeds.DECIDE_AT} <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): "
+            "a row is judged resolved (or futile) on 3 seeds or more, since the spread of 2 has one degree of freedom"
         )
     if a.futility < 0:
         raise SweepError(f"--futility {a.futility}: a factor of the --ci target (1.25), or 0 for no futility stop")
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         default=1.5,
         help="SEEDS=auto: target half-width of the paired 95%% interval, in points (default 1.5)",
     )
-    r.add_argument("--min-seeds", type=int, default=3, help="SEEDS=auto: seeds every row starts with")
+    r.add_argument("--min-seeds", type=int, default=3, help="SEEDS=auto: seeds every row starts with (3 at least)")
     r.add_argument("--max-seeds", type=int, default=8, help="SEEDS=auto: seeds a row gets at most")
     r.add_argument(
         "--futility",

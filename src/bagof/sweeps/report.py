@@ -169,15 +169,15 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
         cells.append(str(r.n(key)))
         status = r.status + (f": {r.note}" if r.note else "")
         if inv.auto is not None and r is not base and r.status == "done":
-            hw = d[2] if d is not None else math.nan
+            hw, n = (d[2], d[3]) if d is not None else (math.nan, 0)
             status += (
                 f", resolved (±{hw:.1f} ≤ ±{inv.auto.target:g})"
-                if hw <= inv.auto.target
-                else f", not resolved (±{hw:.1f})"
+                if inv.auto.resolved(hw, n)
+                else f", not resolved (±{hw:.1f}{'; too few seeds to decide' if n < inv.auto.DECIDE_AT else ''})"
                 if not math.isnan(hw)
                 else ", not resolved"
             )
-            if hw > inv.auto.target and inv.auto.futile(d[1], d[3]):
+            if d is not None and not inv.auto.resolved(hw, n) and inv.auto.futile(d[1], n):
                 status += f"; futile: ±{inv.auto.projected(d[1]):.1f} projected at {inv.auto.max_seeds} seeds"
         cells.append(status.replace("|", "/"))
         table.append(cells)

@@ -62,7 +62,13 @@ class AutoSeeds:
     still be wider than ``futility`` x ``target`` with ``max_seeds`` seeds gets no more: it cannot resolve
     within the rule, and its seeds would take the budget from rows that can (a group-sequential design's
     futility bound). The margin above 1 allows for the spread's own noise at a few seeds. Such a row is
-    reported as not resolved, never as resolved, so this stop adds no optimism."""
+    reported as not resolved, never as resolved, so this stop adds no optimism.
+
+    Neither decision is taken on fewer than ``DECIDE_AT`` = 3 paired seeds: on 2, the spread has one degree of
+    freedom (t = 12.7) and is under a third of the true one with probability 0.26 (chi-square, 1 df), so a row
+    would too often stop as resolved, or as futile, by chance. Such a row gets another seed."""
+
+    DECIDE_AT = 3  # paired seeds before a row can be called resolved or futile
 
     target: float = 1.5
     min_seeds: int = 3
@@ -74,8 +80,15 @@ class AutoSeeds:
         """The paired 95% half-interval with ``max_seeds`` seeds if the differences' spread stays ``sd``."""
         return stats.t.ppf(0.975, self.max_seeds - 1) * sd / math.sqrt(self.max_seeds)
 
+    def resolved(self, half_width: float, n: int) -> bool:
+        return n >= self.DECIDE_AT and half_width <= self.target
+
     def futile(self, sd: float, n: int) -> bool:
-        return self.futility > 0 and n < self.max_seeds and self.projected(sd) > self.futility * self.target
+        return (
+            self.futility > 0
+            and self.DECIDE_AT <= n < self.max_seeds
+            and self.projected(sd) > self.futility * self.target
+        )
 
     def describe(self) -> str:
         budget = f", time budget {self.budget_min:.0f} min" if self.budget_min else ""
@@ -87,7 +100,8 @@ class AutoSeeds:
         )
         return (
             f"auto: {self.min_seeds} seeds per row, then one more per round for each row whose paired 95% "
-            f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}{futility}. "
+            f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}{futility}; no row "
+            f"is judged resolved or futile on fewer than {self.DECIDE_AT} seeds. "
             "Caveat: stopping once an interval is narrow enough (optional stopping) makes the intervals of rows "
             "that stopped early somewhat optimistic"
         )
@@ -301,7 +315,7 @@ def _more_seeds(sweep: Sweep, inv: Invocation, st: Store) -> bool:
     open_rows = [
         (w, sd, n, label)
         for label, (w, sd, n) in spreads.items()
-        if (math.isnan(w) or w > auto.target) and inv.seeds_of(label) < auto.max_seeds
+        if not auto.resolved(w, n) and inv.seeds_of(label) < auto.max_seeds
     ]
     futile = [(w, label, auto.projected(sd)) for w, sd, n, label in open_rows if auto.futile(sd, n)]
     if futile:
