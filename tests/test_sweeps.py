@@ -418,7 +418,32 @@ def test_auto_seeds_need_three_seeds_per_row_to_start(store, capsys):
     assert "needs 3 <= --min-seeds (2) <= --max-seeds (8)" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~130 s; the rule itself is tested above on hand-made results
+def test_report_header_records_earlier_invocations_and_a_changed_rule():
+    """Runs reused from earlier invocations are listed with their seeds rule; a rule of this sweep changed
+    between invocations (a maximum raised after results were seen) is named as optional stopping; another
+    sweep's fixed seeds are not."""
+    import json
+
+    from bagof.sweeps.report import invocations_line
+    from bagof.sweeps.runner import AutoSeeds
+
+    def tags(name, auto=None, seeds=3):
+        t = {"mlflow.runName": name, "seeds": str(seeds)}
+        return {**t, "auto_seeds": json.dumps(vars(auto))} if auto else t
+
+    first, now = AutoSeeds(min_seeds=3, max_seeds=5), AutoSeeds(min_seeds=3, max_seeds=8)
+    assert invocations_line([], tags("t 2", now)) is None
+    noise = (tags("noise-30 2026-11-28 10:00", seeds=5), 20, False)
+    line = invocations_line([noise], tags("t4 2026-11-29 09:00", now))
+    assert line == "noise-30 2026-11-28 10:00 (5 seeds): 20 runs" and "optional stopping" not in line
+    line = invocations_line([noise, (tags("t4 2026-11-28 12:00", first), 40, True)], tags("t4 2026-11-29", now))
+    assert "t4 2026-11-28 12:00 (auto 3-5 seeds at ±1.5, futility 1.25): 40 runs" in line
+    assert "rule changed between its invocations" in line
+    same = invocations_line([(tags("t4 2026-11-28 12:00", now), 40, True)], tags("t4 2026-11-29", now))
+    assert "changed" not in same
+
+
+@pytest.mark.slow  # ~160 s; the rule itself is tested above on hand-made results
 def test_auto_seeds_end_to_end_and_its_report(store):
     path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
     # a target no interval can meet (and no futility stop): every row goes to the maximum, one round at a time
@@ -457,6 +482,13 @@ def test_auto_seeds_end_to_end_and_its_report(store):
     assert main(args[:-2] + ["--budget", "0.001m", "--force", "--out", str(store / "reports")]) == 0
     assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
     assert "time budget 0 min" in (store / "reports" / "tablea.md").read_text()
+    # the maximum raised after the fact: the fifth seeds train, and the header names the first rule and the change
+    raised = args.copy()
+    raised[raised.index("--max-seeds") + 1] = "5"
+    assert main(raised) == 0
+    assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 2
+    md = (store / "reports" / "tablea.md").read_text()
+    assert "(auto 3-4 seeds at ±-1): 8 runs" in md and "rule changed between its invocations" in md
 
 
 @pytest.mark.slow

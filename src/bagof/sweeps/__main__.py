@@ -15,10 +15,11 @@ import logging
 import re
 import shlex
 import sys
+from collections import Counter
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
 from ..launch import TAG_KIND, open_store
-from .report import collect, header_for, report_dir, write_report
+from .report import collect, header_for, invocations_line, report_dir, write_report
 from .runner import AutoSeeds, Invocation, compose_base, run_sweep
 from .spec import SweepError, load_sweep
 
@@ -37,6 +38,14 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
             f"{sum(r.minutes for r in results):.0f} min over {len(runs)} runs"
             + (f" ({reused} trained by earlier invocations and reused from the cache)" if reused else "")
         )
+        earlier = Counter(p for p in runs if p and p != parent_id)
+        invocations = sorted((client.get_run(p) for p in earlier), key=lambda r: r.info.start_time)
+        line = invocations_line(
+            [(r.data.tags, earlier[r.info.run_id], r.info.experiment_id == exp_id) for r in invocations],
+            parent.data.tags,
+        )
+        if line:
+            header["earlier invocations whose runs are reported"] = line
     if interrupted is not None:
         header["interrupted"] = f"by {interrupted}: rows without a finished run are reported as not run"
     out_dir, committed = report_dir(sweep, inv, out)

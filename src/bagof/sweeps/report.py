@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import statistics
@@ -294,6 +295,34 @@ def write_report(
     paths[1].write_text(buf.getvalue())
     plot(sweep, results, paths[2])
     return paths
+
+
+def _rule(tags: dict) -> str:
+    """An invocation's seeds rule in a few words, from its parent run's tags."""
+    if not tags.get("auto_seeds"):
+        return f"{tags.get('seeds', '?')} seeds"
+    a = json.loads(tags["auto_seeds"])
+    futility = f", futility {a['futility']:g}" if a.get("futility") else ""
+    return f"auto {a['min_seeds']}-{a['max_seeds']} seeds at ±{a['target']:g}{futility}"
+
+
+def invocations_line(earlier: list[tuple[dict, int, bool]], this: dict) -> str | None:
+    """The header's record of the earlier invocations whose runs a report uses: ``earlier`` is (parent tags, runs
+    reported from it, whether it is an invocation of this same sweep), oldest first; ``this`` the reporting
+    invocation's tags. A seeds rule of this sweep that changed after results were seen (e.g. a maximum raised) is
+    optional stopping beyond the rule's own: the line says so. Another sweep's runs (same config and seed) were
+    seeded by that sweep's rule, blind to this one's results."""
+    if not earlier:
+        return None
+    parts = [f"{t.get('mlflow.runName', '?')} ({_rule(t)}): {n} runs" for t, n, _ in earlier]
+    rules = {_rule(t) for t, _, same in earlier if same} | {_rule(this)}
+    changed = (
+        "; this sweep's seeds rule changed between its invocations after results were seen, so the stopping rule "
+        "was not fixed in advance and the intervals carry that optimism too"
+        if len(rules) > 1
+        else ""
+    )
+    return "; ".join(parts) + changed
 
 
 def header_for(inv: Invocation, tags: dict, minutes: float | None) -> dict:
