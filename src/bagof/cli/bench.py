@@ -106,7 +106,7 @@ def bench_train(overrides, rounds: int = 6, steps: int = 8) -> dict:
         "img_size": cfg.data.img_size,
         "batch_size": cfg.data.batch_size,
         "steps_per_side": rounds * steps,
-        "before": "float32, torch F.mish, single-tensor AdamW (code 0.3.0's step)",
+        "before": "float32, NCHW, torch F.mish, single-tensor AdamW (code 0.3.0's step)",
         "after": f"precision {cfg.train.precision}, fast CPU Mish, foreach AdamW"
         + (", channels_last" if layout == torch.channels_last else ""),
         "images_per_s_before": ips["before"],
