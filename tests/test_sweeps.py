@@ -527,6 +527,20 @@ def test_a_variant_sweep_extends_its_base_and_adds_toggles_to_every_row(tmp_path
         load_sweep(tmp_path / "v.yaml")
 
 
+def test_a_variant_reruns_some_of_its_base_rows_with_their_configs(tmp_path):
+    """sweeps/table4-recheck.yaml: Table 4's rows by label, the same rows and overrides (so the same configs, and the
+    result cache shares their runs)."""
+    base, recheck = load_sweep(ROOT / "sweeps" / "table4.yaml"), load_sweep(ROOT / "sweeps" / "table4-recheck.yaml")
+    assert [r.label for r in recheck.rows] == ["baseline", "S+M+IT+GA+CIoU", "M+GA+OA+CIoU"]
+    assert recheck.baseline == "baseline" and recheck.overrides == base.overrides
+    same = {r.label: r for r in base.rows}
+    assert all(r == same[r.label] for r in recheck.rows)
+    (tmp_path / "t.yaml").write_text((ROOT / "sweeps" / "table4.yaml").read_text())
+    (tmp_path / "v.yaml").write_text("extends: t.yaml\nonly_rows: [baseline, S+M]\n")
+    with pytest.raises(SweepError, match=r"only_rows names \['S\+M'\]"):
+        load_sweep(tmp_path / "v.yaml")
+
+
 def test_run_identity_ignores_where_darknet_cfgs_live_not_the_weights(compose):
     base = config_hash(compose(["scale=smoke"]))
     assert config_hash(compose(["scale=smoke", "model.darknet_cfg=/elsewhere/yolov4.cfg"])) == base

@@ -10,6 +10,9 @@ row's detector starts from; cached like any row, and shared with an identical ro
 A row naming a toggle that has no config is a typo and fails the whole sweep at load time (with the
 closest names), unless the row says ``not_implemented: <reason>``: such a row is kept in the report and
 never trained.
+
+File keys beside ``rows``: ``extends`` (a base sweep file whose keys and rows this one takes, its ``overrides``
+appended) and ``only_rows`` (labels: keep just those rows, e.g. a recheck of some rows of a table).
 """
 
 from __future__ import annotations
@@ -119,6 +122,12 @@ def load_sweep(path: str | Path) -> Sweep:
             raise SweepError(f"{path}: extends {raw['extends']!r}, but {base} does not exist")
         base_raw = yaml.safe_load(base.read_text())
         raw = {**base_raw, **raw, "overrides": list(base_raw.get("overrides", [])) + list(raw.get("overrides", []))}
+    if raw.get("only_rows"):  # a variant that reruns some of its base's rows, named by label
+        known = [r.get("label") for r in raw.get("rows", [])]
+        missing = [label for label in raw["only_rows"] if label not in known]
+        if missing:
+            raise SweepError(f"{path}: only_rows names {missing}, which are not rows of it (rows: {known})")
+        raw = {**raw, "rows": [r for r in raw["rows"] if r.get("label") in raw["only_rows"]]}
     try:
         rows = [Row(**r) for r in raw["rows"]]
         for r in rows:  # toggles every row of this sweep adds (e.g. a protocol setting of a variant)
