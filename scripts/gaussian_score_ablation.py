@@ -34,7 +34,12 @@ def score(model, cfg) -> dict[str, float]:
             seen.append(meta["image_id"])
             results += to_coco_results(det, meta["image_id"], dm.categories)
     metrics, _ = coco_evaluate(dm.val_set.coco, results, seen)
-    return {k: round(metrics[k], 4) for k in ("AP", "AP50", "AP75")}
+    scores = [r["score"] for r in results]
+    # what the factor does to the ranking's input, beside what it does to AP: the detections over the threshold
+    return {k: round(metrics[k], 4) for k in ("AP", "AP50", "AP75")} | {
+        "detections": len(scores),
+        "mean_score": round(sum(scores) / len(scores), 6) if scores else None,
+    }
 
 
 def main(experiment: str, row: str) -> None:
