@@ -399,15 +399,17 @@ def test_auto_seeds_decide_nothing_on_two_seeds(monkeypatch):
     assert not auto.resolved(0.1, 2) and auto.resolved(0.1, 3) and not auto.resolved(math.nan, 5)
     assert not auto.futile(50.0, 2) and auto.futile(50.0, 3)
     sweep, rows, inv, results = _auto_results(auto)
-    for r in results[1:3]:  # rows 0 (sd 0.1: ±0.9 on 1 df) and 1 (sd 7.1: futile if judged) lose their third seed
+    # rows 0 (deltas 1.0, 1.1: ±t(0.975, 1) x 0.0707 / sqrt(2) = ±0.6) and 1 (5, -5: ±63.5, futile if judged) lose
+    # their third seed
+    for r in results[1:3]:
         del r.values["AP"][2]
     monkeypatch.setattr(report, "collect", lambda *a: results)
     assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
     assert inv.row_seeds[rows[0]] == 4 and inv.row_seeds[rows[1]] == 4
     header, *table = report.render(sweep, inv, results, {})[1]
     status = {cells[0]: cells[header.index("status")] for cells in table}
-    assert "not resolved (±" in status[rows[0]] and "too few seeds to decide" in status[rows[0]]
-    assert "futile" not in status[rows[1]] and "too few seeds to decide" in status[rows[1]]
+    assert "not resolved (±0.6; too few seeds to decide)" in status[rows[0]]
+    assert "not resolved (±63.5; too few seeds to decide)" in status[rows[1]] and "futile" not in status[rows[1]]
 
 
 def test_auto_seeds_need_three_seeds_per_row_to_start(store, capsys):

@@ -104,7 +104,8 @@ def _auto(a) -> AutoSeeds | None:
     if not AutoSeeds.DECIDE_AT <= a.min_seeds <= a.max_seeds:
         raise SweepError(
             f"SEEDS=auto needs {AutoSeeds.DECIDE_AT} <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): "
-            "a row is judged resolved (or futile) on 3 seeds or more, since the spread of 2 has one degree of freedom"
+            f"a row is judged resolved (or futile) on {AutoSeeds.DECIDE_AT} seeds or more, since the spread of 2 has "
+            "one degree of freedom"
         )
     if a.futility < 0:
         raise SweepError(f"--futility {a.futility}: a factor of the --ci target (1.25), or 0 for no futility stop")
