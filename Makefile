@@ -16,7 +16,7 @@ LAUNCHER ?= local
 SLURM   ?=
 TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
-STUDIES := convergence noise noise-ema noise-30 table4-recheck
+STUDIES := convergence noise noise-ema noise-30 table4-recheck gaussian-uc
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
@@ -31,6 +31,7 @@ help:  ## list the targets
 	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
 	@echo "  make noise / noise-ema / noise-30  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5): 9 epochs without / with EMA, 30 epochs"
 	@echo "  make table4-recheck  Table 4's baseline and the two rows its report resolved on 2 seeds, from seed 0 (SEEDS=auto)"
+	@echo "  make gaussian-uc   Table 5's SAM and SAM-G, and SAM-G without the likelihood's gradient (SEEDS=auto)"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:
