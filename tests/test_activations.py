@@ -1,5 +1,7 @@
 """The fast CPU Mish is Mish: values and gradients against x * tanh(softplus(x)) in float64."""
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,7 +50,7 @@ def test_first_call_from_evaluation_compiles_and_uses_the_fast_path(monkeypatch)
 
 
 def test_a_failing_compilation_falls_back_to_the_same_formula_eagerly(monkeypatch):
-    def broken(name, fn):
+    def broken(*args):
         raise RuntimeError("compiler cache race")
 
     monkeypatch.setattr(activations, "_kernel", broken)
@@ -120,5 +122,46 @@ def test_fast_mish_kernels_run_on_every_thread(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     kernels = [s for s in sources if "exp" in s]
-    assert len(kernels) == 2  # forward and backward
-    assert all("#pragma omp parallel" in k for k in kernels)
+    assert len(kernels) == 4  # forward and backward, each for small tensors (one thread) and for the others
+    assert sum("#pragma omp parallel" in k for k in kernels) == 2
+
+
+def _kernels_as_compiled_before(name):
+    fn = {"forward": activations._mish_forward, "backward": activations._mish_backward}[name]
+    fn = types.FunctionType(fn.__code__.replace(co_name=f"{name}_before"), fn.__globals__)  # Dynamo's cache of its own
+    return torch.compile(fn, dynamic=True, options={"cpp.min_chunk_size": 1})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_direct_calls_give_the_torch_compile_kernels_results_bit_for_bit(monkeypatch, dtype):
+    # The kernels are called without torch.compile's guards and wrappers (and small tensors on one thread): cached
+    # runs stay reproducible only if every output is the one the torch.compile call gave, on every input. Every bf16
+    # value (NaN payloads aside), an odd length so that the vector loop's tail runs, and some wider float32 values.
+    monkeypatch.setattr(activations, "_compiled", {})
+    assert activations._ready(dtype)
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).to(dtype)
+    x = torch.cat([x, (torch.randn(40_001, generator=torch.Generator().manual_seed(0)) * 30).to(dtype)])
+    grad = torch.randn(x.numel(), generator=torch.Generator().manual_seed(1)).to(dtype)
+    for name, args in (("forward", [x]), ("backward", [x, grad])):
+        ref = _kernels_as_compiled_before(name)(*args)
+        for key in (name, f"{name}-serial"):
+            out = activations._direct(key, args)
+            torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def test_calls_after_the_first_do_not_go_through_torch_compile(monkeypatch):
+    monkeypatch.setattr(activations, "_compiled", {})
+    assert activations._ready(torch.float32)
+
+    def guarded(*args):
+        raise AssertionError("called through torch.compile")
+
+    monkeypatch.setattr(activations, "_kernel", guarded)
+    for shape in ((2, 8, 4, 4), (2, 8, 64, 64)):  # below and above the size where the kernel forks
+        x = torch.randn(shape, requires_grad=True)
+        y = mish(x)
+        y.backward(torch.ones_like(y))
+        ref = x.detach().clone().requires_grad_()
+        F.mish(ref).backward(torch.ones_like(ref))
+        assert torch.allclose(y, F.mish(x.detach()), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
+    assert "failed" not in activations._compiled
