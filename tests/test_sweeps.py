@@ -548,3 +548,14 @@ def test_run_identity_ignores_where_darknet_cfgs_live_not_the_weights(compose):
     assert config_hash(compose(["scale=smoke", "model.darknet_cfg=/elsewhere/yolov4.cfg"])) == base
     assert config_hash(compose(["scale=smoke", "model.backbone_darknet_cfg=/elsewhere/x.cfg"])) == base
     assert config_hash(compose(["scale=smoke", "model.weights=/w/last.ckpt"])) != base
+
+
+def test_the_gaussian_study_shares_table5s_rows_and_changes_one_setting():
+    """sweeps/gaussian-uc.yaml: Table 5's SAM and SAM-G as they are there (the same configs, so the result cache shares
+    their runs), and SAM-G again with only the likelihood's weight set to zero, against SAM."""
+    base, study = load_sweep(ROOT / "sweeps" / "table5.yaml"), load_sweep(ROOT / "sweeps" / "gaussian-uc.yaml")
+    table5 = {r.label: r for r in base.rows}
+    sam, sam_g, no_nll = study.rows
+    assert study.overrides == base.overrides and study.baseline == sam.label
+    assert sam == table5["CSPResNeXt50-PANet-SPP-SAM"] and sam_g == table5["CSPResNeXt50-PANet-SPP-SAM-G"]
+    assert no_nll.hydra_overrides("cpu") == [*sam_g.hydra_overrides("cpu"), "loss.uc_weight=0"]
