@@ -52,8 +52,9 @@ _OPTIONS = {True: {"cpp.min_chunk_size": 1}, False: {"cpp.min_chunk_size": 1 << 
 def _kernel(name: str, fn, parallel: bool = True):
     key = name if parallel else f"{name}-serial"
     if key not in _compiled:
-        # a copy of the code for each kernel: Dynamo keeps its compilations per code object and falls back to running
-        # the function op by op past 8 of them (dtypes x kernels x the layouts of the tensors viewed), silently
+        # a copy of the code for each kernel: Dynamo keeps its compilations per code object, and past 8 of them (dtypes
+        # x kernels x the layouts of the tensors viewed) runs the function op by op, rounding differently, with only a
+        # log line to say so
         fn = types.FunctionType(fn.__code__.replace(co_name=f"{fn.__name__}_{key}"), fn.__globals__, fn.__name__)
         _compiled[key] = torch.compile(fn, dynamic=True, backend=_keeping_inductor(key, _OPTIONS[parallel]))
     return _compiled[key]
