@@ -31,7 +31,7 @@ help:  ## list the targets
 	@echo "  make convergence  Table 4's baseline at several schedule lengths (sweeps/convergence.yaml), same knobs"
 	@echo "  make noise / noise-ema / noise-30  seed noise of the cpu protocol, 4 rows of Table 4 (SEEDS=5): 9 epochs without / with EMA, 30 epochs"
 	@echo "  make table4-recheck  Table 4's baseline and the two rows its report resolved on 2 seeds, from seed 0 (SEEDS=auto)"
-	@echo "  make gaussian-uc   Table 5's SAM and SAM-G, and SAM-G without the likelihood's gradient (SEEDS=auto)"
+	@echo "  make gaussian-uc   Table 5's SAM and SAM-G, and SAM-G without the likelihood's gradient (committed: SEEDS=6)"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
 $(BIN)/activate:

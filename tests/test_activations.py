@@ -157,11 +157,19 @@ def test_calls_after_the_first_do_not_go_through_torch_compile(monkeypatch):
         raise AssertionError("called through torch.compile")
 
     monkeypatch.setattr(activations, "_kernel", guarded)
-    for shape in ((2, 8, 4, 4), (2, 8, 64, 64)):  # below and above the size where the kernel forks
+    used = []
+    for key, (compiled, symbolic) in [(k, v) for k, v in activations._compiled.items() if isinstance(k, tuple)]:
+        activations._compiled[key] = (lambda args, c=compiled, k=key[1]: used.append(k) or c(args), symbolic)
+    for shape, kernels in (
+        ((2, 8, 4, 4), ["forward-serial", "backward-serial"]),
+        ((2, 8, 64, 64), ["forward", "backward"]),
+    ):
+        used.clear()  # below and above the size where the kernel forks (256 and 65,536 elements)
         x = torch.randn(shape, requires_grad=True)
         y = mish(x)
         y.backward(torch.ones_like(y))
         ref = x.detach().clone().requires_grad_()
         F.mish(ref).backward(torch.ones_like(ref))
         assert torch.allclose(y, F.mish(x.detach()), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
+        assert used == kernels
     assert "failed" not in activations._compiled
