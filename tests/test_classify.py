@@ -231,6 +231,7 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(store):
         title: transfer
         task: detection
         report_scale: smoke
+        design: {seeds: 1}
         data: synthetic
         metrics: [AP, AP50]
         baseline: a
@@ -265,6 +266,7 @@ def test_table6_style_sweep_pretrains_once_and_shares_it(store):
         title: classifiers
         task: classification
         report_scale: smoke
+        design: {seeds: 1}
         data: crops
         metrics: [top1, top5]
         baseline: base

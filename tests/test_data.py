@@ -9,6 +9,7 @@ import torch
 from bagof.data.datamodule import DetectionDataset, collate, read_rgb
 from bagof.data.formats import DatasetError, load_coco, load_voc
 from bagof.data.mosaic import Mosaic
+from bagof.data.sampling import sample_rng
 from bagof.data.synthetic import CLASSES, ensure_synthetic
 
 from .conftest import DATASETS, need
@@ -231,7 +232,8 @@ def test_mosaic_draws_follow_the_run_seed():
 
     def draws(seed):
         torch.manual_seed(seed)
-        rng = DetectionDataset(coco, 64).rng  # as built after seed_everything
+        run_seed = DetectionDataset(coco, 64).seed  # as built after seed_everything
+        rng = sample_rng(run_seed, 0, 0)
         return [Mosaic(p=1.0).combine(ds.items, rng)[1].tolist() for _ in range(3)]
 
     assert draws(5) == draws(5) and draws(5) != draws(6)
@@ -252,6 +254,40 @@ def test_augmentations_follow_the_run_seed(compose):
     a, b, c = sample(3), sample(3), sample(4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, z) for x, z in zip(a, c))
+
+
+@pytest.mark.parametrize("bof", ["mosaic", "dynamic_minibatch"])
+def test_a_samples_draws_depend_on_seed_epoch_and_index_alone(compose, bof):
+    """Each training sample's augmentation and mixing partners come from (run seed, epoch, index): the batches of an
+    epoch are the same made on the training thread or by two loader workers, a sample is the same whatever was
+    drawn before it, and the next epoch draws anew."""
+    import hydra
+    import lightning as L
+
+    def module(workers):
+        L.seed_everything(3, verbose=False)
+        cfg = compose(["scale=smoke", f"+bof={bof}", f"data.num_workers={workers}"])
+        dm = hydra.utils.instantiate(cfg.data, _convert_="all")
+        dm.setup("fit")
+        return dm
+
+    def epoch(dm, e):
+        loader = dm.train_dataloader()
+        (loader.batch_sampler if dm.multiscale else loader.sampler).set_epoch(e)
+        return [b[0] for b in loader]
+
+    inline, workers = module(0), module(2)
+    first = epoch(inline, 0)
+    assert all(torch.equal(x, y) for x, y in zip(first, epoch(workers, 0)))
+    assert len(first) == len(epoch(workers, 0))
+    second = epoch(inline, 1)
+    assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(first, second))
+    ds = inline.train_set
+    key = (5, None, 1) if not inline.multiscale else (5, inline.img_size, 1)
+    alone = ds[key][0]
+    for j in range(4):  # other samples drawn in between change nothing
+        ds[(j, key[1], 1)]
+    assert torch.equal(alone, ds[key][0])
 
 
 def test_a_split_another_process_completes_meanwhile_is_kept_and_never_written_into(tmp_path, monkeypatch):
@@ -279,3 +315,73 @@ def test_a_split_another_process_completes_meanwhile_is_kept_and_never_written_i
     assert not any(written_into_complete) and len(written_into_complete) == 6
     assert len(json.loads(ann.read_text())["images"]) == 3 and len(list(images.glob("*.jpg"))) == 3
     assert [p.name for p in tmp_path.iterdir()] == [ann.parent.name]  # the loser's copy is gone
+
+
+# ---- a raw dataset in three keys ----------------------------------------------------------------------------
+
+
+def _module(compose, overrides):
+    import hydra
+
+    dm = hydra.utils.instantiate(compose(overrides).data, _convert_="all")
+    dm.setup("fit")
+    return dm
+
+
+def test_raccoon_as_shipped_in_three_keys(compose):
+    """The raccoon export (flat annotations/ and images/, its split as CSV rows in data/): `data=voc data.root=DIR
+    'data.classes=[raccoon]'` finds both folders and the author's split, 160 train and 40 test images."""
+    dm = _module(compose, ["data=voc", f"data.root={DATASETS}/raccoon", "data.classes=[raccoon]"])
+    assert len(dm.train_set) == 160 and len(dm.val_set) == 40
+    assert dm.splits["train"]["source"].endswith("data/train_labels.csv")
+    assert dm.splits["val"]["source"].endswith("data/test_labels.csv")  # val falls back to the test list
+    assert not set(dm.splits["train"]["images"]) & set(dm.splits["val"]["images"])
+    assert dm.categories == [{"id": 1, "name": "raccoon", "supercategory": "none"}]
+    cfg = compose(["data=voc", f"data.root={DATASETS}/raccoon", "data.classes=[raccoon]"])
+    assert cfg.data.name == "raccoon" and cfg.data.num_classes == 1 and cfg.model.num_classes == 1
+
+
+def _export(tmp_path, ann="annots", img="imgs", n=10, names=("cat", "dog")):
+    """A VOC export with other folder names and no split list."""
+    (tmp_path / ann).mkdir(parents=True)
+    (tmp_path / img).mkdir()
+    for i in range(n):
+        cv2.imwrite(str(tmp_path / img / f"p{i}.jpg"), np.full((40, 60, 3), 20 * i, np.uint8))
+        name = names[i % len(names)]
+        (tmp_path / ann / f"p{i}.xml").write_text(
+            f"<annotation><filename>p{i}.jpg</filename><size><width>60</width><height>40</height></size>"
+            f"<object><name>{name}</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax>"
+            "</bndbox></object></annotation>"
+        )
+    return tmp_path
+
+
+def test_a_folder_without_lists_is_split_by_a_seeded_draw_and_the_classes_read_from_its_files(
+    compose, tmp_path, caplog
+):
+    root = _export(tmp_path / "pets")
+    with caplog.at_level("WARNING"):
+        dm = _module(compose, ["data=voc", f"data.root={root}", "data.val_fraction=0.3"])
+    assert "'data.classes=[cat,dog]'" in caplog.text  # the names found, and how to fix them
+    assert [c["name"] for c in dm.categories] == ["cat", "dog"]
+    assert len(dm.val_set) == 3 and len(dm.train_set) == 7
+    assert dm.splits["val"]["source"].startswith("drawn: data.val_fraction=0.3")
+    again = _module(compose, ["data=voc", f"data.root={root}", "data.val_fraction=0.3", "data.classes=[cat,dog]"])
+    assert again.splits["val"]["images"] == dm.splits["val"]["images"]  # the draw is seeded
+    other = _module(compose, ["data=voc", f"data.root={root}", "data.val_fraction=0.3", "data.split_seed=1"])
+    assert other.splits["val"]["images"] != dm.splits["val"]["images"]
+
+
+def test_a_named_list_file_and_a_folder_that_is_not_a_dataset(compose, tmp_path):
+    from omegaconf.errors import InterpolationResolutionError
+
+    root = _export(tmp_path / "pets", ann="Annotations", img="images")
+    (root / "mine.txt").write_text("p1\np2\np3\n")
+    (root / "val.txt").write_text("p4.jpg\np5.jpg\n")
+    dm = _module(compose, ["data=voc", f"data.root={root}", "data.train.split=mine.txt", "data.classes=[cat,dog]"])
+    assert len(dm.train_set) == 3 and len(dm.val_set) == 2
+    with pytest.raises(DatasetError, match="no list for the split 'train'.*lists exist for"):
+        _module(compose, ["data=voc", f"data.root={root}", "data.classes=[cat,dog]"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((DatasetError, InterpolationResolutionError), match="annotation folder"):
+        _module(compose, ["data=voc", f"data.root={tmp_path / 'empty'}"])

@@ -146,16 +146,17 @@ def test_dynamic_minibatch_keeps_pixels_per_step_constant():
     )
     assert s.sizes == [192, 224, 256, 288, 320, 352]
     plan = s.plan(0)
-    assert len(plan) == len(s) and len({size for b in plan for _, size in b}) > 2
+    assert len(plan) == len(s) and len({size for b in plan for _, size, _ in b}) > 2
+    assert all(epoch == 0 for b in plan for _, _, epoch in b)  # the keys carry their epoch (data/sampling.py)
     for k, batch in enumerate(plan[:-1]):
         size = batch[0][1]
-        assert all(sz == size for _, sz in batch)
+        assert all(sz == size for _, sz, _ in batch)
         assert len(batch) == round(8 * 256**2 / size**2)
         # constant pixels per step, up to rounding the batch to an integer
         assert abs(len(batch) * size**2 - 8 * 256**2) <= size**2 / 2
         if k % 10:
             assert size == plan[k - 1][0][1]  # the size changes only every 10 mini-batches
-    idx = [i for b in plan for i, _ in b]
+    idx = [i for b in plan for i, _, _ in b]
     assert len(idx) == len(set(idx))  # each image at most once per epoch
     assert s.plan(1) != plan and s.plan(0) == plan  # a new draw per epoch, reproducible
 

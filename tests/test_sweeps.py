@@ -73,6 +73,8 @@ def test_config_hash_ignores_paths_and_logging_not_features(compose, tmp_path, m
     b = config_hash(compose(["data=bccd", "scale=cpu"]))
     assert config_hash(compose(["data=bccd", "scale=cpu", "~data.tune", "scale.ga_fraction=0.9"])) == b
     assert config_hash(compose(["data=bccd", "scale=cpu", "data.val.split=val"])) != b
+    # the memory layout is part of it (NHWC and NCHW round differently): one comparison never pairs the two
+    assert config_hash(compose(["scale=smoke", "train.channels_last=true"])) != a
 
 
 def _write_sweep(tmp_path, rows: str, name="tablex"):
@@ -83,6 +85,7 @@ def _write_sweep(tmp_path, rows: str, name="tablex"):
         task: detection
         report_scale: smoke
         data: synthetic
+        design: {seeds: 1}
         metrics: [AP, AP50, AP75]
         baseline: base
         rows:
@@ -113,7 +116,7 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
 """,
     )
     # two jobs: a smoke run is mostly its worker's start-up, which two cores overlap
-    args = ["run", str(path), "--scale", "smoke", "--jobs", "2", "--out", str(store / "reports")]
+    args = ["run", str(path), "--scale", "smoke", "--jobs", "2", "--out", str(store / "out")]
     assert main(args + ["--seeds", "1"]) == 0
     assert main(args + ["--seeds", "1"]) == 0
     assert main(args + ["--seeds", "2"]) == 0
@@ -123,13 +126,13 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     children = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id, parents[2].info.run_id}
-    md = (store / "reports" / "tablex.md").read_text()
+    md = (store / "out" / "tablex.md").read_text()
     assert "| future | 40.0 | 61.0 | 43.0 |" in md and "not implemented: toggle bof/not_yet_a_toggle" in md
-    assert "| base | 38.0 | 60.0 | 40.8 |" in md and md.count("| done |") == 2 and "| 2 | done" in md
+    assert "| base | 38.0 | 60.0 | 40.8 |" in md and md.count("| done |") == 2 and "| 2 | 2 | done" in md
     # the CSV carries the key metric as numbers beside the formatted columns (2 seeds: an interval)
     import csv
 
-    rows = list(csv.DictReader((store / "reports" / "tablex.csv").open()))
+    rows = list(csv.DictReader((store / "out" / "tablex.csv").open()))
     for r in rows[:2]:
         mean, lo, hi = float(r["AP_mean"]), float(r["AP_ci_low"]), float(r["AP_ci_high"])
         assert lo <= mean <= hi and int(r["AP_n"]) == 2
@@ -140,10 +143,10 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     assert main(args + ["--seeds", "1", "--force"]) == 0
     assert _parents(store, "tablex")[2][-1].data.metrics["trained_runs"] == 2
     # the report rebuilds from the store alone, no training
-    before = (store / "reports" / "tablex.csv").read_text()
-    (store / "reports" / "tablex.csv").unlink()
-    assert main(["report", str(path), "--out", str(store / "reports")]) == 0
-    assert (store / "reports" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
+    before = (store / "out" / "tablex.csv").read_text()
+    (store / "out" / "tablex.csv").unlink()
+    assert main(["report", str(path), "--out", str(store / "out")]) == 0
+    assert (store / "out" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
     assert _parents(store, "tablex")[2][-1].data.metrics["trained_runs"] == 2  # report started no run
     # newer invocations that did not run to their end (one in progress in another process, one interrupted) are
     # not what a rebuild reports by default (their 2 seeds would change the table), and it leaves their status be
@@ -151,13 +154,14 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     killed = client.create_run(exp.experiment_id, tags=tags)
     client.set_terminated(killed.info.run_id, "KILLED")
     running = client.create_run(exp.experiment_id, tags=tags)
-    assert main(["report", str(path), "--out", str(store / "reports")]) == 0
-    assert (store / "reports" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
+    assert main(["report", str(path), "--out", str(store / "out")]) == 0
+    assert (store / "out" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
     assert client.get_run(running.info.run_id).info.status == "RUNNING"
     assert client.get_run(killed.info.run_id).info.status == "KILLED"
     # on request it reports one of them, still without touching its status
-    assert main(["report", str(path), "--parent", running.info.run_id, "--out", str(store / "reports")]) == 0
-    assert "| 2 | done" in (store / "reports" / "tablex.md").read_text()
+    assert main(["report", str(path), "--parent", running.info.run_id, "--out", str(store / "out")]) == 0
+    # every finished run of a row's config counts: seed 0 twice (FORCE), as the mean of its two runs
+    assert "| 2 | 3 | done" in (store / "out" / "tablex.md").read_text()
     assert client.get_run(running.info.run_id).info.status == "RUNNING"
 
 
@@ -165,7 +169,7 @@ def test_another_sweeps_identical_row_is_reused_not_retrained(store):
     """Same config hash and seed = the same run, whichever sweep trained it (the noise study's 30-epoch
     baseline/S/M/CA are Table 4's rows)."""
     first = _write_sweep(store, BASE_AND_CIOU)
-    args = ["--scale", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(store / "reports")]
+    args = ["--scale", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(store / "out")]
     assert main(["run", str(first), *args]) == 0
     second = _write_sweep(
         store, BASE_AND_CIOU + "- label: mosaic\n  bof: [mosaic]\n  paper: {AP: 39.1}\n", name="tabley"
@@ -176,7 +180,7 @@ def test_another_sweeps_identical_row_is_reused_not_retrained(store):
     _, first_exp, first_parents = _parents(store, "tablex")
     shared = client.search_runs([first_exp.experiment_id], "tags.`bagof.kind` = 'row'")
     assert len(shared) == 2 and {r.data.tags["mlflow.parentRunId"] for r in shared} == {first_parents[0].info.run_id}
-    md = (store / "reports" / "tabley.md").read_text()
+    md = (store / "out" / "tabley.md").read_text()
     assert md.count("| done |") == 3
 
 
@@ -192,13 +196,13 @@ def test_failing_row_is_recorded_and_others_run(store):
         """,
         name="tabley",
     )
-    rc = main(["run", str(path), "--scale", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(store / "reports")])
+    rc = main(["run", str(path), "--scale", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(store / "out")])
     assert rc == 1  # the command fails at the end because a row failed
     client, exp, parents = _parents(store, "tabley")
     rows = {r.data.tags["row"]: r for r in client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")}
     assert rows["base"].info.status == "FINISHED" and "val/AP" in rows["base"].data.metrics
     assert rows["broken"].info.status == "FAILED" and "data.num_classes=99" in rows["broken"].data.tags["error"]
-    md = (store / "reports" / "tabley.md").read_text()
+    md = (store / "out" / "tabley.md").read_text()
     assert "| failed: DatasetError: data.num_classes=99" in md and md.count("| done |") == 1
 
 
@@ -209,7 +213,8 @@ def test_make_table_smoke_end_to_end(store, table):
     dry = subprocess.run(
         ["make", "-n", table, "SCALE=smoke", "DATA=synthetic"], cwd=ROOT, capture_output=True, text=True
     )
-    assert f"-m bagof.sweeps run sweeps/{table}.yaml --scale smoke --data synthetic --seeds 1" in dry.stdout
+    assert f"-m bagof.sweeps run sweeps/{table}.yaml --scale smoke --data synthetic" in dry.stdout
+    assert "--seeds" not in dry.stdout  # the sweep file's design decides
     # run from a clone of the repo as a user would (its root holds the committed reports/), then check that
     # the smoke table left every tracked file as it was
     repo = store / "repo"
@@ -226,6 +231,8 @@ def test_make_table_smoke_end_to_end(store, table):
             "smoke",
             "--data",
             "synthetic",
+            "--seeds",  # one seed instead of the design's: an exploratory table (its own folder)
+            "1",
             "--jobs",
             "2",
         ],
@@ -241,7 +248,7 @@ def test_make_table_smoke_end_to_end(store, table):
         ).stdout
         == ""
     )
-    md = (repo / "outputs" / "reports" / "smoke-synthetic" / f"{table}.md").read_text()
+    md = (repo / "outputs" / "reports" / "smoke-synthetic-seeds1" / f"{table}.md").read_text()
     sweep = load_sweep(SWEEPS / f"{table}.yaml")
     for row in sweep.rows:
         paper = [f"{row.paper[m]:.1f}" if m in row.paper else "" for m in ("AP", "AP50", "AP75")]
@@ -249,7 +256,8 @@ def test_make_table_smoke_end_to_end(store, table):
     assert md.count("| done |") == sum(1 for r in sweep.rows if r.missing() is None)
     assert "**scale**: smoke" in md and "**hardware**" in md and "**total time**" in md
     assert "**command**: `python -m bagof.sweeps run " in md
-    assert (repo / "outputs" / "reports" / "smoke-synthetic" / f"{table}.png").stat().st_size > 1000
+    assert "exploratory: the design says 6" in md and "**design**: fixed: 6 seeds per row" in md
+    assert (repo / "outputs" / "reports" / "smoke-synthetic-seeds1" / f"{table}.png").stat().st_size > 1000
 
 
 def test_submitit_launcher_path(store):
@@ -274,7 +282,7 @@ def test_submitit_launcher_path(store):
                 "--slurm",
                 "timeout_min=30",
                 "--out",
-                str(store / "reports"),
+                str(store / "out"),
             ]
         )
         == 0
@@ -285,141 +293,6 @@ def test_submitit_launcher_path(store):
     assert list((store / "outputs" / "submitit").iterdir())  # submitit's job folder with its logs
 
 
-def _auto_results(auto):
-    """Table 5's rows with hand-made paired differences from the baseline (3 seeds, one row at the maximum 4)."""
-    from bagof.sweeps.report import RowResult
-    from bagof.sweeps.runner import Invocation
-
-    sweep = load_sweep(SWEEPS / "table5.yaml")
-    rows = [r.label for r in sweep.rows if r.label != sweep.baseline]
-    inv = Invocation("cpu", "bccd", 3, auto=auto)
-    inv.row_seeds = {rows[3]: 4}  # already at the maximum
-    b = {0: 20.0, 1: 22.0, 2: 21.0, 3: 20.5}
-    deltas = {
-        rows[0]: [1.0, 1.1, 0.9],  # ±0.25: resolved
-        rows[1]: [5.0, -5.0, 0.0],  # ±12.4: widest (sd 5)
-        rows[2]: [2.0, 0.0, 1.0],  # ±2.5 (sd 1)
-        rows[3]: [9.0, -9.0, 0.0, 4.0],
-    }
-    results = [RowResult(sweep.baseline_row(), "done", {"AP": b})] + [
-        RowResult(
-            next(r for r in sweep.rows if r.label == label), "done", {"AP": {s: b[s] + d for s, d in enumerate(ds)}}
-        )
-        for label, ds in deltas.items()
-    ]
-    return sweep, rows, inv, results
-
-
-def test_auto_seeds_add_seeds_to_the_widest_unresolved_rows(monkeypatch):
-    """The SEEDS=auto decision on hand-made results: rows wider than the target get a seed, widest first,
-    the baseline keeps pace, resolved rows and rows at the maximum do not."""
-    from bagof.sweeps import report, runner
-    from bagof.sweeps.runner import AutoSeeds, Store
-
-    sweep, rows, inv, results = _auto_results(AutoSeeds(target=1.5, min_seeds=3, max_seeds=4, futility=0))
-    monkeypatch.setattr(report, "collect", lambda *a: results)
-    assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
-    assert inv.row_seeds[rows[1]] == 4 and inv.row_seeds[rows[2]] == 4 and rows[0] not in inv.row_seeds
-    assert inv.row_seeds[sweep.baseline] == 4 and inv.priority == [rows[1], rows[2]]
-    assert [r.label for r in runner._by_priority(sweep, inv)][:3] == [sweep.baseline, rows[1], rows[2]]
-    # the same rows at the maximum: nothing more to do
-    assert not runner._more_seeds(sweep, inv, Store(None, None, "0"))
-
-
-def test_auto_seeds_futility_gives_no_seed_to_a_row_that_cannot_resolve(monkeypatch):
-    """Futility: at sd 5, 4 seeds give ±t(0.975, 3) * 5 / 2 = ±7.96 > 1.25 x 1.5, so that row gets no seed; at
-    sd 1, ±1.59 <= ±1.875, so the ±2.5 row still does. The report marks the futile row, not resolved."""
-    from bagof.sweeps import report, runner
-    from bagof.sweeps.runner import AutoSeeds, Store
-
-    auto = AutoSeeds(target=1.5, min_seeds=3, max_seeds=4)  # the default futility, 1.25
-    assert auto.projected(5.0) == pytest.approx(3.182446 * 5 / 2, rel=1e-5)
-    assert "(futility)" in auto.describe() and "futility" not in AutoSeeds(min_seeds=3, max_seeds=3).describe()
-    sweep, rows, inv, results = _auto_results(auto)
-    monkeypatch.setattr(report, "collect", lambda *a: results)
-    assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
-    assert rows[1] not in inv.row_seeds and inv.row_seeds[rows[2]] == 4 and inv.priority == [rows[2]]
-    header, *table = report.render(sweep, inv, results, {})[1]
-    status = {cells[0]: cells[header.index("status")] for cells in table}
-    assert "not resolved (±12.4); futile: ±8.0 projected at 4 seeds" in status[rows[1]]
-    assert "futile" not in status[rows[2]] + status[rows[3]] and "resolved (±0.2" in status[rows[0]]
-    # only futile rows left open: the rounds stop
-    inv.row_seeds[rows[2]] = 4
-    assert not runner._more_seeds(sweep, inv, Store(None, None, "0"))
-
-
-def test_a_time_budget_starts_no_run_after_it_and_marks_the_rest_not_started(monkeypatch):
-    """The budget rule of ``_train`` on a fake clock and pool (each start takes 10 s): jobs start until the
-    deadline, the ones queued after it are NOT_STARTED, and a budget spent before the round starts nothing."""
-    from types import SimpleNamespace
-
-    from bagof.sweeps import runner
-    from bagof.sweeps.runner import Invocation, Job, Store
-
-    now = [0.0]
-
-    class Pool:  # one job at a time, each ends as soon as it is waited for
-        def __init__(self, size, *a):
-            self.size, self.running = size, []
-
-        def free(self):
-            return self.size - len(self.running)
-
-        def start(self, job, cfg_yaml, run_id):
-            now[0] += 10
-            self.running.append(job)
-
-        def wait(self, timeout):
-            done, self.running = self.running, []
-            return [(j, {"status": "FINISHED", "metrics": {}}) for j in done]
-
-    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: now[0], sleep=lambda s: None))
-    monkeypatch.setattr(runner, "WorkerPool", Pool)
-    monkeypatch.setattr(runner, "claim", lambda st, job, force: "start")
-    inv, st = Invocation("smoke", "bccd", 1, jobs=1), Store(None, None, "0")
-
-    def jobs():
-        return [Job({"row": "r", "seed": s, "run_id": str(s)}, "", "h", s) for s in range(5)]
-
-    queued = jobs()
-    assert runner._train(queued, inv, 1, st, deadline=25.0) == 3  # started at 0, 10 and 20 s
-    assert [j.rec["status"] for j in queued] == ["FINISHED"] * 3 + ["NOT_STARTED"] * 2
-    queued = jobs()
-    assert runner._train(queued, inv, 1, st, deadline=now[0] - 1) == 0
-    assert {j.rec["status"] for j in queued} == {"NOT_STARTED"}
-
-
-def test_auto_seeds_decide_nothing_on_two_seeds(monkeypatch):
-    """On 2 paired seeds (one degree of freedom) a row is neither resolved nor futile, however narrow or wide its
-    interval: it gets a third seed. A report of such a row (e.g. a run that failed) says too few to decide."""
-    from bagof.sweeps import report, runner
-    from bagof.sweeps.runner import AutoSeeds, Store
-
-    auto = AutoSeeds(target=1.5, min_seeds=3, max_seeds=8)
-    assert not auto.resolved(0.1, 2) and auto.resolved(0.1, 3) and not auto.resolved(math.nan, 5)
-    assert not auto.futile(50.0, 2) and auto.futile(50.0, 3)
-    sweep, rows, inv, results = _auto_results(auto)
-    # rows 0 (deltas 1.0, 1.1: ±t(0.975, 1) x 0.0707 / sqrt(2) = ±0.6) and 1 (5, -5: ±63.5, futile if judged) lose
-    # their third seed
-    for r in results[1:3]:
-        del r.values["AP"][2]
-    monkeypatch.setattr(report, "collect", lambda *a: results)
-    assert runner._more_seeds(sweep, inv, Store(None, None, "0"))
-    assert inv.row_seeds[rows[0]] == 4 and inv.row_seeds[rows[1]] == 4
-    header, *table = report.render(sweep, inv, results, {})[1]
-    status = {cells[0]: cells[header.index("status")] for cells in table}
-    assert "not resolved (±0.6; too few seeds to decide)" in status[rows[0]]
-    assert "not resolved (±63.5; too few seeds to decide)" in status[rows[1]] and "futile" not in status[rows[1]]
-
-
-def test_auto_seeds_need_three_seeds_per_row_to_start(store, capsys):
-    # in a throw-away store at smoke scale: code that accepted 2 would start training here
-    args = ["run", str(SWEEPS / "table5.yaml"), "--scale", "smoke", "--seeds", "auto", "--min-seeds", "2"]
-    args += ["--out", str(store / "reports")]
-    assert main(args) == 2
-    assert "needs 3 <= --min-seeds (2) <= --max-seeds (8)" in capsys.readouterr().err
-
-
 def test_report_header_records_earlier_invocations_and_a_changed_rule():
     """Runs reused from earlier invocations are listed with their seeds rule; a rule of this sweep changed
     between invocations (a maximum raised after results were seen) is named as optional stopping; another
@@ -427,13 +300,14 @@ def test_report_header_records_earlier_invocations_and_a_changed_rule():
     import json
 
     from bagof.sweeps.report import invocations_line
-    from bagof.sweeps.runner import AutoSeeds
 
     def tags(name, auto=None, seeds=3):
         t = {"mlflow.runName": name, "seeds": str(seeds)}
-        return {**t, "auto_seeds": json.dumps(vars(auto))} if auto else t
+        return {**t, "auto_seeds": json.dumps(auto)} if auto else t
 
-    first, now = AutoSeeds(min_seeds=3, max_seeds=5), AutoSeeds(min_seeds=3, max_seeds=8)
+    # code 0.4.0's sequential rule, as its parent runs recorded it
+    first = {"target": 1.5, "min_seeds": 3, "max_seeds": 5, "budget_min": None, "futility": 1.25}
+    now = {**first, "max_seeds": 8}
     assert invocations_line([], tags("t 2", now)) is None
     noise = (tags("noise-30 2026-11-28 10:00", seeds=5), 20, False)
     line = invocations_line([noise], tags("t4 2026-11-29 09:00", now))
@@ -443,54 +317,6 @@ def test_report_header_records_earlier_invocations_and_a_changed_rule():
     assert "rule changed between its invocations" in line
     same = invocations_line([(tags("t4 2026-11-28 12:00", now), 40, True)], tags("t4 2026-11-29", now))
     assert "changed" not in same
-
-
-@pytest.mark.slow  # ~160 s; the rule itself is tested above on hand-made results
-def test_auto_seeds_end_to_end_and_its_report(store):
-    path = _write_sweep(store, BASE_AND_CIOU, name="tablea")
-    # a target no interval can meet (and no futility stop): every row goes to the maximum, one round at a time
-    args = [
-        "run",
-        str(path),
-        "--scale",
-        "smoke",
-        "--seeds",
-        "auto",
-        "--min-seeds",
-        "3",
-        "--max-seeds",
-        "4",
-        "--ci",
-        "-1",
-        "--futility",
-        "0",
-        "--out",
-        str(store / "reports"),
-    ]
-    assert main(args) == 0
-    client, exp, parents = _parents(store, "tablea")
-    assert parents[-1].data.metrics["trained_runs"] == 8
-    md = (store / "reports" / "tablea.md").read_text()
-    assert "auto: 3 seeds per row" in md and "optional stopping" in md and "| 4 | done, not resolved" in md
-    # rebuilt from the store alone, the report knows the seeds each row used
-    assert main(["report", str(path), "--out", str(store / "reports")]) == 0
-    assert "| 4 | done, not resolved" in (store / "reports" / "tablea.md").read_text()
-    # a spent budget still replays the rounds the cache serves: a second invocation reports every seed
-    assert main(args[:-2] + ["--budget", "0.001m", "--out", str(store / "reports")]) == 0
-    assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
-    md = (store / "reports" / "tablea.md").read_text()
-    assert "time budget 0 min" in md and "| 4 | done, not resolved" in md and "| 3 |" not in md
-    # a spent time budget starts nothing and says so
-    assert main(args[:-2] + ["--budget", "0.001m", "--force", "--out", str(store / "reports")]) == 0
-    assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 0
-    assert "time budget 0 min" in (store / "reports" / "tablea.md").read_text()
-    # the maximum raised after the fact: the fifth seeds train, and the header names the first rule and the change
-    raised = args.copy()
-    raised[raised.index("--max-seeds") + 1] = "5"
-    assert main(raised) == 0
-    assert _parents(store, "tablea")[2][-1].data.metrics["trained_runs"] == 2
-    md = (store / "reports" / "tablea.md").read_text()
-    assert "(auto 3-4 seeds at ±-1): 8 runs" in md and "rule changed between its invocations" in md
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -88,6 +89,31 @@ for _name, _fn in _RESOLVERS:
         OmegaConf.register_new_resolver(_name, _fn)
 
 _ga_warned: set[tuple[str, str]] = set()
+
+
+def voc_classes(root: str) -> list[str]:
+    """``${voc_classes:<root>}``: a VOC folder's class names from its XML files, for a config without a class list."""
+    from .data.formats import voc_class_names
+
+    names = voc_class_names(root)
+    logging.getLogger("bagof").warning(
+        "data.classes is not set: using the %d names found in %s's XML files, sorted: %s. Set "
+        "'data.classes=[%s]' to fix them (and their order)",
+        len(names),
+        root,
+        names,
+        ",".join(names),
+    )
+    return names
+
+
+for _name, _fn in (
+    ("voc_classes", voc_classes),
+    ("len", lambda xs: len(xs)),
+    ("folder_name", lambda p: Path(str(p)).name),
+):
+    if not OmegaConf.has_resolver(_name):  # cached: a config scans its VOC folder once, however often it is read
+        OmegaConf.register_new_resolver(_name, _fn, use_cache=_name == "voc_classes")
 
 
 def ga_file(*, _root_) -> str:

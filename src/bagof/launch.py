@@ -18,6 +18,7 @@ signals, and claims that keep concurrent invocations from training the same run 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -189,8 +190,11 @@ def train_job(cfg_yaml: str, run_id: str, threads: int) -> dict:
         return {"status": "FAILED", "error": first[:500], "trace": traceback.format_exc()[-4000:]}
 
 
-def _worker(conn, cfg_yaml: str, run_id: str, threads: int) -> None:
-    out = train_job(cfg_yaml, run_id, threads)
+def _worker(conn, job, cfg_yaml: str, run_id: str, threads: int) -> None:
+    # a process group of its own: the driver's stop reaches every process this job starts (torch.compile's
+    # compile workers among them) with one signal, and none is left running after it
+    os.setpgrp()
+    out = job(cfg_yaml, run_id, threads)
     conn.send(out)
     conn.close()
 
@@ -210,11 +214,15 @@ class _Running:
 class WorkerPool:
     """At most ``size`` jobs at a time, each in its own process; ``wait`` yields the ones that ended."""
 
-    def __init__(self, size: int, threads: int, client=None, launcher: str = "local", slurm=(), folder=None):
+    def __init__(
+        self, size: int, threads: int, client=None, launcher: str = "local", slurm=(), folder=None, lock=None, job=None
+    ):
         if launcher not in ("local", "slurm", "submitit-local"):
             raise ValueError(f"launcher {launcher!r}: choose local, slurm or submitit-local")
         self.size, self.threads, self.client, self.launcher = max(1, size), threads, client, launcher
         self.running: list[_Running] = []
+        self.lock = lock  # the store's lock: a stop reads and sets a run's status under it
+        self.job = job or train_job  # what a worker runs: (cfg_yaml, run_id, threads) -> outcome dict
         self._ctx = get_context("spawn")
         self._executor = None
         if launcher != "local":
@@ -239,11 +247,11 @@ class WorkerPool:
 
     def start(self, key, cfg_yaml: str, run_id: str) -> None:
         if self._executor is not None:
-            job = self._executor.submit(train_job, cfg_yaml, run_id, self.threads)
+            job = self._executor.submit(self.job, cfg_yaml, run_id, self.threads)
             self.running.append(_Running(key, run_id, job))
             return
         recv, send = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(target=_worker, args=(send, cfg_yaml, run_id, self.threads), daemon=True)
+        proc = self._ctx.Process(target=_worker, args=(send, self.job, cfg_yaml, run_id, self.threads), daemon=True)
         proc.start()
         send.close()
         self.running.append(_Running(key, run_id, proc, recv))
@@ -298,28 +306,67 @@ class WorkerPool:
                 except Exception as e:  # a store hiccup must not stop the training
                     log.debug("heartbeat of %s failed: %s", r.run_id, e)
 
-    def stop(self, reason: str) -> list[object]:
-        """Terminates every job in flight and marks its run KILLED with ``reason``; returns their keys."""
+    def stop(self, reason: str) -> list[tuple[object, dict]]:
+        """Ends every job in flight within ~2 s and returns (key, outcome) for each. A job whose run already
+        ended (FINISHED or FAILED in the store: it was tearing down, or its result was still in the pipe) keeps
+        that status and outcome; only a run still RUNNING in the store is marked KILLED with ``reason``. The
+        processes are gone first, so none can change its run's status after it is read."""
         for r in self.running:
             if self._executor is not None:
                 r.handle.cancel(check=False)
-            elif r.handle.is_alive():
-                r.handle.terminate()
-        deadline = time.time() + 3
+            else:
+                _signal_group(r.handle.pid, signal.SIGTERM)
+        deadline = time.time() + STOP_GRACE
         for r in self.running:
             if self._executor is None:
                 r.handle.join(max(0.0, deadline - time.time()))
-                if r.handle.is_alive():
-                    r.handle.kill()
-                    r.handle.join(1)
-        keys = []
+                _signal_group(r.handle.pid, signal.SIGKILL)  # stragglers, and whatever the job started
+                r.handle.join(1)
+        out = []
         for r in self.running:
-            keys.append(r.key)
-            if self.client is not None:
-                try:
-                    self.client.set_tag(r.run_id, "error", reason)
-                    self.client.set_terminated(r.run_id, "KILLED")
-                except Exception as e:
-                    log.error("could not mark run %s KILLED: %s", r.run_id, e)
+            sent = self._sent(r)
+            out.append((r.key, self._settle(r, reason, sent)))
         self.running = []
-        return keys
+        return out
+
+    def _sent(self, r: _Running) -> dict | None:
+        """The outcome a local job had written to its pipe before it was stopped, if any."""
+        if r.conn is None:
+            return None
+        try:
+            return r.conn.recv() if r.conn.poll() else None
+        except (EOFError, OSError):
+            return None
+
+    def _settle(self, r: _Running, reason: str, sent: dict | None) -> dict:
+        """Under the store lock: the run's own status if it ended, else KILLED (set now)."""
+        killed = {"status": "KILLED", "error": reason}
+        if self.client is None:
+            return sent or killed
+        with self.lock if self.lock is not None else contextlib.nullcontext():
+            try:
+                run = self.client.get_run(r.run_id)
+                if run.info.status in ("FINISHED", "FAILED"):
+                    if sent is not None:
+                        return sent
+                    metrics = {k.removeprefix("val/"): v for k, v in run.data.metrics.items() if k.startswith("val/")}
+                    error = run.data.tags.get("error", "failed")
+                    return {"status": run.info.status, "metrics": metrics, "error": error}
+                self.client.set_tag(r.run_id, "error", reason)
+                self.client.set_terminated(r.run_id, "KILLED")
+            except Exception as e:  # the store is down: the run stays RUNNING and fail_abandoned settles it
+                log.error("could not settle run %s after the stop: %s", r.run_id, e)
+        return killed
+
+
+STOP_GRACE = 2.0  # seconds a stopped job has to exit on SIGTERM before SIGKILL
+
+
+def _signal_group(pid: int | None, sig: int) -> None:
+    """Sends ``sig`` to the process group a worker leads (see ``_worker``); nothing if it is gone."""
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -23,6 +23,7 @@ from .config import flatten
 from .errors import BagofError
 from .features import check_features
 from .models.layers.global_bn import convert_global_bn
+from .provenance import run_tags
 from .tasks import ClassificationTask, DetectionTask, TrainingTask
 from .utils.callbacks import EpochSummary, quiet_known_noise
 
@@ -99,6 +100,8 @@ def fit(cfg: DictConfig) -> RunResult:
     elif logger is not None:
         logger.log_hyperparams(flatten(cfg))
         logger.experiment.set_tag(logger.run_id, "data_issues", dict(datamodule.issues) or "none")
+        for k, v in run_tags(cfg).items():
+            logger.experiment.set_tag(logger.run_id, k, v)
     # training-time features that hook into the loop (CmBN, SAT, DropBlock's schedule) come from toggles
     features = [hydra.utils.instantiate(c) for c in (t.get("callbacks") or {}).values()]
     run_id = logger.run_id if logger is not None else None

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..utils.cachedir import build_once
 from .formats import DatasetError, Issues
 from .label_mixing import LabelCutMix, LabelMixUp, LabelMosaic
-from .loading import read_rgb, seed_worker
+from .loading import read_rgb
+from .sampling import EpochSampler, sample_key, sample_rng, seed_transform
 from .synthetic import ensure_synthetic
 from .transforms import build_cls_transform
 
@@ -129,7 +130,8 @@ class ClassificationDataset(Dataset):
     ):
         self.items, self.num_classes, self.img_size = list(items), num_classes, img_size
         self.transform, self.name, self.mosaic, self.pairs = transform, name, mosaic, list(pairs)
-        self.rng = np.random.default_rng(torch.initial_seed() % 2**32)  # reseeded per loader worker
+        self.seed = torch.initial_seed() % 2**32  # with epoch and index it seeds each sample (sampling.py)
+        self.epoch = 0  # for keys without an epoch (a bare index)
         self.issues = Issues()
         self._cache = None
         if cache:
@@ -168,21 +170,25 @@ class ClassificationDataset(Dataset):
         y[self.items[i][1]] = 1.0
         return img, y
 
-    def _random(self):
-        return self.load(int(self.rng.integers(0, len(self))))
+    def __getitem__(self, key):
+        i, _, epoch = sample_key(key, self.epoch)
+        rng = sample_rng(self.seed, epoch, i)  # every draw of this sample, whichever process makes it
 
-    def __getitem__(self, i):
+        def partner():
+            return self.load(int(rng.integers(0, len(self))))
+
         try:
             sample = self.load(i)
             if self.mosaic is not None:
-                sample = self.mosaic(sample, lambda: [self._random() for _ in range(3)], self.rng)
+                sample = self.mosaic(sample, lambda: [partner() for _ in range(3)], rng)
             for step in self.pairs:
-                sample = step(sample, self._random, self.rng)
+                sample = step(sample, partner, rng)
         except DatasetError as e:
             self.issues.warn("corrupt_image", f"{e}, replaced by the next image")
-            return self[(i + 1) % len(self)]
+            return self[((i + 1) % len(self), None, epoch)]
         img, y = sample
         if self.transform is not None:
+            seed_transform(self.transform, rng)
             img = self.transform(image=img)["image"]
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), torch.from_numpy(y), self.items[i][1]
 
@@ -270,10 +276,9 @@ class ClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(ds), torch.initial_seed() % 2**32) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate_labels,
-            worker_init_fn=seed_worker,
             drop_last=shuffle and len(ds) > self.batch_size,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously

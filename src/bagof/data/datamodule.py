@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import lightning as L
@@ -13,10 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..ops.letterbox import Letterbox, letterbox
 from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
-from .loading import read_rgb, seed_worker
+from .loading import read_rgb
 from .mixing import CutMix, MixUp
 from .mosaic import Mosaic
 from .multiscale import MultiScaleBatchSampler
+from .sampling import EpochSampler, sample_key, sample_rng, seed_transform
 from .synthetic import ensure_synthetic
 from .transforms import build_train_transform
 
@@ -29,7 +31,8 @@ def load_source(spec: dict) -> tuple[dict, Issues]:
     if fmt == "coco":
         return load_coco(spec["ann_file"], spec["image_dir"])
     if fmt == "voc":
-        return load_voc(spec["root"], spec["split"], list(spec["classes"]) if spec.get("classes") else None)
+        classes = list(spec["classes"]) if spec.get("classes") else None
+        return load_voc(spec["root"], spec["split"], classes, spec.get("val_fraction", 0.2), spec.get("split_seed", 0))
     if fmt == "yolo":
         return load_yolo(spec["image_dir"], list(spec["classes"]))
     if fmt == "synthetic":
@@ -51,8 +54,9 @@ class DetectionDataset(Dataset):
         self.coco, self.img_size, self.transform, self.name = coco, img_size, transform, name
         self.mix = mix  # a multi-image step (e.g. Mosaic) applied before the per-image transform
         self.pairs = list(pairs)  # two-image steps (MixUp, CutMix) applied after it
-        # seeded from torch (set by seed_everything), so runs with the same seed draw the same mixes
-        self.rng = np.random.default_rng(torch.initial_seed() % 2**32)
+        # the run's seed (set by seed_everything): with the epoch and the index, it seeds each sample (sampling.py)
+        self.seed = torch.initial_seed() % 2**32
+        self.epoch = 0  # for keys without an epoch (a bare index)
         self.cat_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
         per_image: dict[int, list] = {im["id"]: [] for im in coco["images"]}
         for a in coco["annotations"]:
@@ -112,39 +116,37 @@ class DetectionDataset(Dataset):
             img, lb = letterbox(raw, self.img_size)
         return img, lb.forward_boxes(self.boxes[i]), self.labels[i], lb
 
-    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``i`` through the multi-image steps: (image, boxes, labels), before the transform."""
-        img, boxes, labels = self._mixed(i)
+        img, boxes, labels = self._mixed(i, rng)
         for step in self.pairs:
-            img, boxes, labels = step((img, boxes, labels), lambda: self.sample_plain(), self.rng)
+            img, boxes, labels = step((img, boxes, labels), lambda: self.sample_plain(rng), rng)
         return img, boxes, labels
 
-    def sample_plain(self):
+    def sample_plain(self, rng: np.random.Generator):
         """A random partner for a two-image step (mosaicked when Mosaic is on)."""
-        return self._mixed(int(self.rng.integers(0, len(self))))
+        return self._mixed(int(rng.integers(0, len(self))), rng)
 
-    def _mixed(self, i: int):
+    def _mixed(self, i: int, rng: np.random.Generator):
         """Sample ``i`` through the multi-image step (Mosaic), whose partners are three random samples."""
         if self.mix is None:
             return self.load(i)[:3]
-        return self.mix(
-            self.load(i)[:3], lambda: [self.load(int(j))[:3] for j in self.rng.integers(0, len(self), 3)], self.rng
-        )
+        return self.mix(self.load(i)[:3], lambda: [self.load(int(j))[:3] for j in rng.integers(0, len(self), 3)], rng)
 
-    def __getitem__(self, i):
-        size = None
-        if isinstance(i, tuple):  # (index, input size) from the multi-scale batch sampler
-            i, size = i
+    def __getitem__(self, key):
+        i, size, epoch = sample_key(key, self.epoch)  # (index, multi-scale size, epoch) from the sampler
+        rng = sample_rng(self.seed, epoch, i)  # every draw of this sample, whichever process makes it
         try:
             if self.mix is not None or self.pairs:
-                img, boxes, labels = self.sample(i)
+                img, boxes, labels = self.sample(i, rng)
                 lb = None
             else:
                 img, boxes, labels, lb = self.load(i)
         except DatasetError as e:  # lazily read sets: skip an unreadable image, counted in the log
             self.corrupt.warn("corrupt_image", f"{e}, replaced by the next image")
-            return self[((i + 1) % len(self), size) if size is not None else (i + 1) % len(self)]
+            return self[((i + 1) % len(self), size, epoch)]
         if self.transform is not None:
+            seed_transform(self.transform, rng)
             out = self.transform(image=img, bboxes=boxes, labels=labels)
             img = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
@@ -184,8 +186,12 @@ class DetectionDataModule(L.LightningDataModule):
         multiscale: dict | None = None,
         tune: dict | None = None,
         classes: list[str] | None = None,
+        root: str | None = None,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
     ):
-        # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here
+        # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here;
+        # ``root``, ``val_fraction``, ``split_seed`` (conf/data/voc.yaml) reach the readers through the splits' specs
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.classes = list(classes) if classes else None  # VOC/YOLO: one list for both splits
@@ -211,6 +217,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.multiscale = dict(multiscale) if multiscale else None  # random shapes / DM (see multiscale.py)
         self.train_set = self.val_set = None
         self.issues = Issues()
+        self.splits: dict[str, dict] = {}  # split -> where its image list came from, and the images
         self._reported = False
 
     def _build(self, spec: dict, transform, split: str, mix=None, pairs=()) -> DetectionDataset:
@@ -221,6 +228,12 @@ class DetectionDataModule(L.LightningDataModule):
             )
         coco, issues = load_source(spec)
         self.issues.update(issues)
+        if getattr(issues, "split_source", None):
+            self.splits[split] = {
+                "source": issues.split_source,
+                "images": [Path(im["file_name"]).name for im in coco["images"]],
+            }
+            log.info("%s/%s: %d images, split from %s", self.name, split, len(coco["images"]), issues.split_source)
         names = [c["name"] for c in coco["categories"]]
         unknown = dict(getattr(issues, "unknown_names", {}))
         if unknown:
@@ -275,10 +288,9 @@ class DetectionDataModule(L.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(ds), torch.initial_seed() % 2**32) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate,
-            worker_init_fn=seed_worker,
             drop_last=shuffle and len(ds) > self.batch_size,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
@@ -300,7 +312,6 @@ class DetectionDataModule(L.LightningDataModule):
             batch_sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
-            worker_init_fn=seed_worker,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
         )

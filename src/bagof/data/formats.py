@@ -116,22 +116,124 @@ def load_coco(ann_file: str | Path, image_dir: str | Path) -> tuple[dict, Issues
     return {"images": images, "annotations": anns, "categories": raw["categories"]}, issues
 
 
-def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> tuple[dict, Issues]:
-    """Reads Pascal VOC (``ImageSets/Main/<split>.txt``, ``Annotations/*.xml``, ``JPEGImages``).
+ANNOTATION_DIRS = ("Annotations", "annotations", "annots", "xml", "labels_xml")
+IMAGE_DIRS = ("JPEGImages", "images", "imgs", "Images", "JPEGImages_all")
+SPLIT_LIST = "splits.json"  # a run's artifact: the images of each split, when they were drawn (val_fraction)
+
+
+def voc_folders(root: str | Path) -> tuple[Path, Path]:
+    """(annotation folder, image folder) of a VOC-style export under any of the common names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data.root={root} is not a folder (set data.root to the dataset's folder)")
+    ann = next((root / d for d in ANNOTATION_DIRS if (root / d).is_dir()), None)
+    img = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), None)
+    if ann is None or img is None:
+        raise DatasetError(
+            f"{root}: a VOC dataset needs an annotation folder ({' / '.join(ANNOTATION_DIRS)}) and an image folder "
+            f"({' / '.join(IMAGE_DIRS)}); found {sorted(p.name for p in root.iterdir() if p.is_dir())}"
+        )
+    return ann, img
+
+
+def voc_class_names(root: str | Path) -> list[str]:
+    """The object names used in a VOC folder's XML files, sorted (for a dataset whose class list is not given)."""
+    ann, _ = voc_folders(root)
+    names = set()
+    for xml in sorted(ann.glob("*.xml")):
+        try:
+            names.update((o.findtext("name") or "").strip() for o in ET.parse(xml).getroot().iter("object"))
+        except ET.ParseError as e:
+            raise DatasetError(f"{xml} is not valid XML ({e}); fix or remove it") from None
+    names.discard("")
+    if not names:
+        raise DatasetError(f"{ann}: no <object><name> in any XML file: set data.classes, or check the folder")
+    return sorted(names)
+
+
+def _split_names(split: str) -> list[str]:
+    """The file names a split's list may have: ``val`` also matches ``test`` lists and the reverse."""
+    other = {"val": ["test"], "test": ["val"]}.get(split, [])
+    return [f"{n}{ext}" for n in (split, *other) for ext in (".txt", ".csv", "_labels.csv", "_list.txt")]
+
+
+def voc_split_file(root: Path, split: str) -> Path | None:
+    """The list of a split: a file ``split`` names (absolute or under root), ``ImageSets/Main/<split>.txt``, or a
+    list or CSV named after the split (``train.txt``, ``train_labels.csv``, ...) in root or a folder below it."""
+    given = Path(split) if Path(split).is_absolute() else root / split
+    if Path(split).suffix in (".txt", ".csv") and given.is_file():
+        return given
+    main = root / "ImageSets" / "Main" / f"{split}.txt"
+    if main.is_file():
+        return main
+    for folder in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+        for name in _split_names(split):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Image stems from a list (one name or id per line) or a CSV (its ``filename``/``file``/``image`` column, else
+    the first), in file order, each once."""
+    if path.suffix == ".csv":
+        import csv
+
+        rows = list(csv.reader(path.read_text().splitlines()))
+        if not rows:
+            return []
+        head = [h.strip().lower() for h in rows[0]]
+        col = next((head.index(k) for k in ("filename", "file", "image", "image_id") if k in head), None)
+        body = rows[1:] if col is not None else rows
+        names = [r[col or 0].strip() for r in body if r]
+    else:
+        names = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+    return list(dict.fromkeys(Path(n).stem for n in names))
+
+
+def voc_split(root: str | Path, split: str, val_fraction: float = 0.2, split_seed: int = 0) -> tuple[list[str], str]:
+    """(image stems, where they came from) of a split. Without any list for it, the annotated images are split
+    once by a seeded draw: ``val_fraction`` of them (``val``/``test``) against the rest (``train``)."""
+    root = Path(root)
+    ann, _ = voc_folders(root)
+    found = voc_split_file(root, split)
+    if found is not None:
+        return read_split_file(found), str(found)
+    lists = [n for n in ("train", "trainval", "val", "test") if voc_split_file(root, n) is not None]
+    if lists:
+        raise DatasetError(
+            f"{root}: no list for the split {split!r} (looked for ImageSets/Main/{split}.txt and "
+            f"{', '.join(_split_names(split))}), though lists exist for {lists}: name it with data.<train|val>.split"
+        )
+    if split not in ("train", "val", "test"):
+        raise DatasetError(f"{root}: split {split!r} has no list; without lists the splits are train and val")
+    import numpy as np
+
+    stems = sorted(p.stem for p in ann.glob("*.xml"))
+    order = np.random.default_rng(split_seed).permutation(len(stems))
+    n_val = max(1, round(val_fraction * len(stems)))
+    chosen = order[:n_val] if split in ("val", "test") else order[n_val:]
+    return [stems[i] for i in sorted(chosen)], f"drawn: data.val_fraction={val_fraction}, seed {split_seed}"
+
+
+def load_voc(
+    root: str | Path, split: str, classes: list[str] | None = None, val_fraction: float = 0.2, split_seed: int = 0
+) -> tuple[dict, Issues]:
+    """Reads Pascal VOC XML under any common folder names (``voc_folders``), split by a list (``voc_split``).
 
     Category ids are 1..K in the order of ``classes`` (VOC has no ids); image ids 1..N in split order.
     VOC coordinates are 1-based inclusive pixels: ``xmin - 1`` gives the 0-based box corner.
     """
     root = Path(root)
-    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
-        raise DatasetError(f"VOC split file not found: {split_file} (check data.root and the split name)")
-    ids = [s.split()[0] for s in split_file.read_text().splitlines() if s.strip()]
+    ann_dir, img_dir = voc_folders(root)
+    ids, source = voc_split(root, split, val_fraction, split_seed)
+    split_file = source
     issues = Issues()
+    issues.split_source = source
     records = []
     seen = set()
     for stem in ids:
-        xml_path = root / "Annotations" / f"{stem}.xml"
+        xml_path = ann_dir / f"{stem}.xml"
         try:
             tree = ET.parse(xml_path).getroot()
         except FileNotFoundError:
@@ -139,10 +241,10 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
             continue
         except ET.ParseError as e:
             raise DatasetError(f"{xml_path} is not valid XML ({e}); fix or remove it from {split_file}") from None
-        fname = tree.findtext("filename") or f"{stem}.jpg"
-        img_path = root / "JPEGImages" / fname
-        if not img_path.is_file() and (root / "JPEGImages" / f"{stem}.jpg").is_file():
-            img_path = root / "JPEGImages" / f"{stem}.jpg"  # some exports store a wrong <filename>
+        fname = Path(tree.findtext("filename") or f"{stem}.jpg").name
+        img_path = img_dir / fname
+        if not img_path.is_file() and (img_dir / f"{stem}.jpg").is_file():
+            img_path = img_dir / f"{stem}.jpg"  # some exports store a wrong <filename>
         if not img_path.is_file():
             issues.warn("missing_image", f"{xml_path}: image {img_path} not found, skipped")
             continue

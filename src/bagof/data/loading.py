@@ -1,10 +1,9 @@
-"""What both data modules share: decoding an image file (with the truncation check) and seeding loader workers."""
+"""What both data modules share: decoding an image file, with the truncation check."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 
 def truncated(data: bytes) -> bool:
@@ -29,11 +28,3 @@ def read_rgb(path: str) -> np.ndarray | None:
         return None
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def seed_worker(worker_id: int) -> None:
-    """Each loader worker draws its own mosaic/mix and augmentation randomness (seeded by torch per worker)."""
-    info = torch.utils.data.get_worker_info()
-    info.dataset.rng = np.random.default_rng(info.seed)
-    if hasattr(info.dataset.transform, "set_random_seed"):
-        info.dataset.transform.set_random_seed(info.seed % 2**32)

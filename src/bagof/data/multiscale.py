@@ -3,8 +3,8 @@
 Every ``every`` mini-batches the training input size is drawn from the multiples of 32 in
 [``scale_range[0]``, ``scale_range[1]``] x the nominal size (reference: ~0.7x to 1.4x). With
 ``dynamic_batch`` the mini-batch size follows ``b = b0 * S0^2 / S^2`` (rounded, at least 1), so every
-step sees about the same number of pixels. The sampler yields ``(index, size)`` pairs; the dataset
-resizes its (nominal-size) sample to ``size``. Each epoch's plan is a pure function of (seed, epoch),
+step sees about the same number of pixels. The sampler yields ``(index, size, epoch)`` keys (see ``sampling``);
+the dataset resizes its (nominal-size) sample to ``size``. Each epoch's plan is a pure function of (seed, epoch),
 so ``len()`` is exact and the learning-rate schedule knows the number of steps.
 Written here because torch's samplers have a fixed batch size.
 """
@@ -58,7 +58,7 @@ class MultiScaleBatchSampler(Sampler):
             idx = order[pos : pos + bs]
             if len(idx) < bs and self.drop_last and batches:
                 break
-            batches.append([(int(i), size) for i in idx])
+            batches.append([(int(i), size, epoch) for i in idx])
             pos += bs
         return batches
 

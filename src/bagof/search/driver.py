@@ -30,6 +30,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from .. import __version__ as CODE_VERSION
 from ..config import compose_config as compose_any
 from ..errors import BagofError
 from ..features import check_features
@@ -184,8 +185,15 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
     exp = experiment_id(client, s.experiment, cfg.logger.artifact_location, store_lock(uri, cfg.paths.root))
     fail_abandoned(client, [exp])
     holdout = holdout_overrides(cfg)
+    ran = study.user_attrs.get("code_version")
+    if study.user_attrs and ran != CODE_VERSION:  # its trials were trained by other code: not comparable
+        raise SearchError(
+            f"GA study {s.study!r} in {s.storage} holds trials of code {ran or 'before 0.5.0'}, this is "
+            f"{CODE_VERSION}: start a new study (search.study={s.study}-{CODE_VERSION}) or delete the old one"
+        )
     if not study.user_attrs:
         for k, v in {
+            "code_version": CODE_VERSION,
             "data": cfg.data.name,
             "scale": cfg.scale.name,
             "fitness": str(weights),
@@ -292,8 +300,11 @@ def run_search(overrides: list[str], command: str | None = None) -> SearchResult
                     finish(trial, cid, out)
         except Interrupted as e:
             interrupted = e
-            for trial, _ in pool.stop(f"interrupted by {e} (the search was stopped)"):
-                study.tell(trial, state=TrialState.FAIL)  # drawn again when the search resumes
+            for (trial, cid), out in pool.stop(f"interrupted by {e} (the search was stopped)"):
+                if out["status"] == "FINISHED" and out.get("metrics"):
+                    finish(trial, cid, out)  # it ended before the stop reached it: its result counts
+                else:
+                    study.tell(trial, state=TrialState.FAIL)  # drawn again when the search resumes
             log.error("%s: interrupted by %s: the trials in flight were killed and marked FAIL", s.study, e)
     if failures > s.max_failures:
         log.error("%s: stopped after %d failed trials (search.max_failures=%d)", s.study, failures, s.max_failures)
@@ -368,12 +379,15 @@ def write_hparams(path: Path, params: dict, space: SearchSpace, study, cfg: Dict
         v = float(f"{params[g.key]:.6g}")
         node[leaf] = [v] * g.broadcast if g.broadcast else v
     s = cfg.search
+    fraction = float(study.user_attrs.get("fraction", s.fraction))  # what the study's trials ran
     head = [
         "# @package _global_",
         f"# Hyperparameters found by the GA search (bagof.search), applied by +bof=ga. Study {s.study!r}",
         f"# ({s.storage.replace(str(cfg.paths.root), '<repo>')}), sampler {s.sampler}, data={cfg.data.name}, "
-        f"scale={cfg.scale.name}, each trial {s.fraction:.0%} of the schedule, trained and scored on",
-        f"# {study.user_attrs.get('holdout', 'data.val')},",
+        f"scale={cfg.scale.name}, code {study.user_attrs.get('code_version', '?')}, each trial "
+        f"{max(1, math.ceil(fraction * cfg.train.max_epochs))} epochs ({fraction:.0%} of the "
+        f"{cfg.train.max_epochs}-epoch schedule, compressed to them), trained and scored on",
+        f"# {study.user_attrs.get('holdout', 'data.val')}, overrides: {study.user_attrs.get('overrides') or 'none'},",
         f"# fitness {dict(s.fitness)}: best trial {best.number} = {best.value:.4f}"
         + (f", the defaults' trial = {default:.4f}" if default is not None else "")
         + f"; {time.strftime('%Y-%m-%d')}.",

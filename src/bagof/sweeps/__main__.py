@@ -4,33 +4,59 @@
 Reports go to ``reports/`` only from the configuration its committed tables came from (the sweep file's
 ``report`` scale and data, no extra overrides); any other invocation (``SCALE=smoke``, another dataset,
 ``ARGS=...``) writes to ``outputs/reports/<scale>-<data>[-<overrides hash>]/``, so a smoke run never replaces
-a committed result. Ctrl-C or SIGTERM: the runs in flight are killed, the report is written for what finished,
-and the command exits 130 / 143."""
+a committed result. Ctrl-C or SIGTERM: the runs in flight are killed (a run that had already finished keeps its
+result), no report is written (`report --parent ID`, printed, writes it for what finished), and the command
+exits 130 / 143 within seconds."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import re
 import shlex
 import sys
 from collections import Counter
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
 from ..launch import TAG_KIND, open_store
-from .report import collect, header_for, invocations_line, report_dir, write_report
-from .runner import AutoSeeds, Invocation, compose_base, run_sweep
+from .report import (
+    analysis_of,
+    collect,
+    header_for,
+    invocations_line,
+    report_dir,
+    resampled_values,
+    rule_changed,
+    write_report,
+)
+from .runner import Invocation, compose_base, run_sweep
 from .spec import SweepError, load_sweep
 
 log = logging.getLogger("bagof.sweeps")
 
 
 def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=None, rebuild=False) -> int:
+    if interrupted is not None:  # the user wants the machine back: no report now (it reads every run); on request
+        client.set_terminated(parent_id, "KILLED")
+        print(
+            f"interrupted by {interrupted}: the runs that finished are kept (the next invocation reuses them); "
+            f"the table of what finished: python -m bagof.sweeps report {sweep.path} --parent {parent_id}",
+            file=sys.stderr,
+        )
+        return interrupted.exit_code
     parent = client.get_run(parent_id)
     minutes = parent.data.metrics.get("total_minutes")
     results = collect(sweep, inv, client, exp_id)
-    header = header_for(inv, parent.data.tags, minutes)
+    header = header_for(sweep, inv, parent.data.tags, minutes)
+    boot = resampled_values(sweep, results, client, sweep.design.bootstrap)
+    if sweep.design.bootstrap and not boot and any(r.runs for r in results) and sweep.task == "detection":
+        header["test-set component"] = "not computed: a run has no logged matches (trained before code 0.5.0)"
+    elif not sweep.design.bootstrap or sweep.task != "detection":
+        header["test-set component"] = "not computed (the design's bootstrap is 0, or not a detection table)"
+    analysis = analysis_of(sweep, results, boot)
+    commits = sum((r.commits for r in results), Counter())
+    if commits:
+        header["commits of the runs"] = ", ".join(f"{c} ({n} runs)" for c, n in commits.most_common())
     runs = [p for r in results for p in r.parents]
     if runs:
         reused = sum(1 for p in runs if p != parent_id)
@@ -46,20 +72,18 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
         )
         if line:
             header["earlier invocations whose runs are reported"] = line
-    if interrupted is not None:
-        header["interrupted"] = f"by {interrupted}: rows without a finished run are reported as not run"
+        same = [(r.data.tags, earlier[r.info.run_id], r.info.experiment_id == exp_id) for r in invocations]
+        if rule_changed(same, parent.data.tags) and "exploratory" not in header["seeds"]:
+            header["seeds"] += "; exploratory: this sweep's seeds rule changed between the invocations it reports"
     out_dir, committed = report_dir(sweep, inv, out)
-    paths = write_report(sweep, inv, results, header, out_dir, discussion=committed)
+    paths = write_report(sweep, inv, results, header, out_dir, discussion=committed, analysis=analysis)
     for p in paths:
         client.log_artifact(parent_id, str(p))
     failed = [r.row.label for r in results if r.status == "failed"]
     if not rebuild:  # a rebuild leaves the invocation's status as it was (it may be running in another process)
-        client.set_terminated(parent_id, "KILLED" if interrupted else "FAILED" if failed else "FINISHED")
+        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
     print(paths[0].read_text())
     print(f"report: {', '.join(str(p) for p in paths)}  (MLflow parent run {parent_id}, experiment {sweep.name!r})")
-    if interrupted is not None:
-        print(f"interrupted by {interrupted}: the report covers the runs that finished", file=sys.stderr)
-        return interrupted.exit_code
     if failed:
         print(f"FAILED rows: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
@@ -90,26 +114,12 @@ def _latest_completed(client, exp_id: str, name: str):
     return None
 
 
-def _auto(a) -> AutoSeeds | None:
-    if a.seeds != "auto":
-        if not a.seeds.isdigit() or int(a.seeds) < 1:
-            raise SweepError(f"--seeds {a.seeds}: a number of seeds (1, 2, ...) or auto")
-        return None
-    budget = None
-    if a.budget:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(m|min|h)?", a.budget.strip())
-        if not m:
-            raise SweepError(f"--budget {a.budget}: minutes or hours, e.g. 120m or 2h")
-        budget = float(m.group(1)) * (60 if m.group(2) == "h" else 1)
-    if not AutoSeeds.DECIDE_AT <= a.min_seeds <= a.max_seeds:
-        raise SweepError(
-            f"SEEDS=auto needs {AutoSeeds.DECIDE_AT} <= --min-seeds ({a.min_seeds}) <= --max-seeds ({a.max_seeds}): "
-            f"a row is judged resolved (or futile) on {AutoSeeds.DECIDE_AT} seeds or more, since the spread of 2 has "
-            "one degree of freedom"
-        )
-    if a.futility < 0:
-        raise SweepError(f"--futility {a.futility}: a factor of the --ci target (1.25), or 0 for no futility stop")
-    return AutoSeeds(a.ci, a.min_seeds, a.max_seeds, budget, a.futility)
+def _seeds(a, sweep) -> int:
+    if a.seeds is None:
+        return sweep.design.seeds
+    if not a.seeds.isdigit() or int(a.seeds) < 1:
+        raise SweepError(f"--seeds {a.seeds}: a number of seeds (1, 2, ...); leave it out for the design's")
+    return int(a.seeds)
 
 
 def main(argv=None) -> int:
@@ -124,26 +134,10 @@ def main(argv=None) -> int:
     r.add_argument("--data", default=None, help="data config (default: the sweep file's `data`)")
     r.add_argument(
         "--seeds",
-        default="1",
-        help="seeds per row, or auto: added in rounds where the paired 95%% "
-        "interval is wider than --ci (see --min-seeds, --max-seeds, --budget)",
+        default=None,
+        help="seeds per row (default: the sweep file's design). Another number trains an exploratory table: "
+        "its report goes to outputs/reports/, never reports/",
     )
-    r.add_argument(
-        "--ci",
-        type=float,
-        default=1.5,
-        help="SEEDS=auto: target half-width of the paired 95%% interval, in points (default 1.5)",
-    )
-    r.add_argument("--min-seeds", type=int, default=3, help="SEEDS=auto: seeds every row starts with (3 at least)")
-    r.add_argument("--max-seeds", type=int, default=8, help="SEEDS=auto: seeds a row gets at most")
-    r.add_argument(
-        "--futility",
-        type=float,
-        default=1.25,
-        help="SEEDS=auto: no more seeds for a row whose interval would still be wider than this x --ci at "
-        "--max-seeds at its present spread (0: off)",
-    )
-    r.add_argument("--budget", default=None, help="SEEDS=auto: time budget (e.g. 120m, 2h); no run starts after it")
     r.add_argument("--jobs", type=int, default=1, help="rows trained in parallel processes")
     r.add_argument("--force", action="store_true", help="retrain even when a finished identical run exists")
     r.add_argument(
@@ -182,18 +176,16 @@ def main(argv=None) -> int:
     try:
         sweep = load_sweep(a.sweep)
         if a.cmd == "run":
-            auto = _auto(a)
             inv = Invocation(
                 a.scale,
                 a.data or sweep.data,
-                auto.min_seeds if auto else int(a.seeds),
+                _seeds(a, sweep),
                 a.jobs,
                 a.force,
                 tuple(a.overrides),
                 a.launcher,
                 tuple(a.slurm),
                 command="python -m bagof.sweeps " + shlex.join(argv),
-                auto=auto,
             )
             report_dir(sweep, inv, a.out)  # refuse a folder of committed results before training, not after
     except SweepError as e:
@@ -227,9 +219,7 @@ def main(argv=None) -> int:
         t["data"],
         int(t["seeds"]),
         extra=tuple(t.get("extra_overrides", "").split()),
-        # an invocation from before the futility rule ran without it
-        auto=AutoSeeds(**{"futility": 0.0, **json.loads(t["auto_seeds"])}) if t.get("auto_seeds") else None,
-        row_seeds=json.loads(t.get("row_seeds", "{}")),
+        row_seeds=json.loads(t.get("row_seeds", "{}")),  # an old SEEDS=auto invocation's seeds per row
     )
     try:
         report_dir(sweep, inv, a.out)

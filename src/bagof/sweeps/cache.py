@@ -1,8 +1,7 @@
 """Identity of a run for the result cache: a hash of the resolved config, plus seed and code version.
 
-Keys that do not change results (paths, logging, progress bars, loader workers, threads, cuDNN autotuning, memory
-layout) are left out,
-and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
+Keys that do not change results (paths, logging, progress bars, loader workers, threads, cuDNN autotuning) are left
+out, and paths are hashed as placeholders, so the same row on another machine or folder has the same hash.
 A scale preset's settings for the search (``scale.ga_fraction``) and for other tasks (``scale.classify``)
 act only through the keys they set, so they are left out too. ``data.tune`` (the GA search's hold-out) is
 read by the search alone, and ``task: detect`` / ``model.backbone_weights: null`` / ``model.specials: {}``
@@ -30,7 +29,7 @@ VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
 VOLATILE_SCALE = ("ga_fraction", "classify", "detect")
 VOLATILE_TRAIN = (
     *("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "strategy", "resume"),
-    *("cudnn_benchmark", "channels_last"),  # speed only: the same arithmetic in another order or layout
+    "cudnn_benchmark",  # speed only. The memory layout (channels_last) is in: its rounding moved AP (code 0.5.0)
 )
 
 

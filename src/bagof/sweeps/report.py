@@ -12,15 +12,20 @@ import math
 import os
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 from scipy import stats
 
+from ..eval.resample import MATCHES
+from ..launch import TAG_KIND
+from ..provenance import GIT_COMMIT, GIT_DIRTY
 from .cache import CODE_VERSION
-from .runner import Invocation, backbone_from, compose_row, config_hash, find_row
+from .runner import PRETRAIN_KINDS, Invocation, backbone_from, compose_row, config_hash
 from .spec import Row, Sweep, SweepError
+from .stats import Contrast, analyse, contrast_name
 
 
 @dataclass
@@ -31,9 +36,15 @@ class RowResult:
     note: str = ""
     minutes: float = 0.0  # training time of the runs reported
     parents: list[str] = field(default_factory=list)  # the invocation (parent run) each reported run came from
+    runs: dict[int, list[str]] = field(default_factory=dict)  # seed -> the finished runs of it (all are used)
+    commits: Counter = field(default_factory=Counter)  # git commit (+dirty) -> runs
 
     def n(self, metric: str) -> int:
         return len(self.values.get(metric, {}))
+
+    @property
+    def n_runs(self) -> int:
+        return sum(len(v) for v in self.runs.values())
 
 
 def ci95(xs: list[float]) -> tuple[float, float, float]:
@@ -45,8 +56,27 @@ def ci95(xs: list[float]) -> tuple[float, float, float]:
     return m, s, stats.t.ppf(0.975, len(xs) - 1) * s / math.sqrt(len(xs))
 
 
+def _finished(client, chash: str, seed: int | None = None) -> list:
+    """Every FINISHED run of this config (and seed) under this code version, in any experiment: a row's runs
+    whichever invocation or sweep trained them. Newest first."""
+    seed_q = f" and tags.seed = '{seed}'" if seed is not None else ""
+    out = []
+    for kind in PRETRAIN_KINDS:
+        out += client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            f"tags.config_hash = '{chash}'{seed_q} and tags.code_version = '{CODE_VERSION}' "
+            f"and tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=5000,
+        )
+    return out
+
+
 def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: str) -> list[RowResult]:
-    """Looks every (row, seed) up in the store by config hash; FINISHED runs win over FAILED ones."""
+    """Every finished run of each row's config in the store, whichever invocation trained it: the seeds this
+    invocation asked for, and any other seed the store holds (another sweep's, an earlier invocation's). A seed
+    trained more than once (``--force``) counts as the mean of its runs. A seed asked for without a finished run
+    reports its failure, if it has one."""
     out = []
     for row in sweep.rows:
         reason = row.missing()
@@ -55,40 +85,112 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
             continue
         res = RowResult(row, "not run")
         errors = []
+        hashes: dict[int, str] = {}
         for seed in range(inv.seeds_of(row.label)):
             try:
-                chash = config_hash(compose_row(sweep, row, inv, seed, backbone_from(client, sweep, row, inv, seed)))
+                hashes[seed] = config_hash(
+                    compose_row(sweep, row, inv, seed, backbone_from(client, sweep, row, inv, seed))
+                )
             except LookupError as e:
                 errors.append(f"pretraining: {e}")
-                continue
             except Exception as e:
                 errors.append(f"config: {str(e).splitlines()[0]}")
+        found = []
+        if row.pretrain is None and hashes:  # the hash leaves the seed out: one look finds every seed's runs
+            found = _finished(client, next(iter(hashes.values())))
+        else:  # a pretrained row's config names its seed's classifier run: one look per seed
+            for seed, chash in hashes.items():
+                found += _finished(client, chash, seed)
+        by_seed: dict[int, list] = {}
+        for run in found:
+            by_seed.setdefault(int(run.data.tags["seed"]), []).append(run)
+        for seed, chash in hashes.items():
+            if seed in by_seed:
                 continue
-            run = find_row(client, exp_id, chash, seed)
-            if run is None:
-                ended = client.search_runs(
-                    [exp_id],
-                    f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
-                    f"tags.code_version = '{CODE_VERSION}' and attributes.status != 'FINISHED'",
-                    order_by=["attributes.start_time DESC"],
-                    max_results=5,
-                )
-                failed = [r for r in ended if r.info.status == "FAILED"]  # a KILLED run (interrupted) is "not run"
-                if failed:
-                    errors.append(failed[0].data.tags.get("error", "failed"))
-                continue
-            res.minutes += run.data.metrics.get("train/minutes", 0.0)
-            res.parents.append(run.data.tags.get("mlflow.parentRunId", ""))
+            ended = client.search_runs(
+                [exp_id],
+                f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and "
+                f"tags.code_version = '{CODE_VERSION}' and attributes.status != 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=5,
+            )
+            failed = [r for r in ended if r.info.status == "FAILED"]  # a KILLED run (interrupted) is "not run"
+            if failed:
+                errors.append(failed[0].data.tags.get("error", "failed"))
+        for seed, runs in sorted(by_seed.items()):
+            res.runs[seed] = [r.info.run_id for r in runs]
+            for run in runs:
+                res.minutes += run.data.metrics.get("train/minutes", 0.0)
+                res.parents.append(run.data.tags.get("mlflow.parentRunId", ""))
+                res.commits[commit_of(run)] += 1
             for metric in sweep.metrics:
-                v = run.data.metrics.get(f"val/{metric}")
-                if v is not None and math.isfinite(v):
-                    res.values.setdefault(metric, {})[seed] = 100 * v
+                vs = [run.data.metrics.get(f"val/{metric}") for run in runs]
+                vs = [100 * v for v in vs if v is not None and math.isfinite(v)]
+                if vs:
+                    res.values.setdefault(metric, {})[seed] = statistics.fmean(vs)
         if errors:
             res.status, res.note = "failed", errors[0].splitlines()[0][:160]
         elif res.values:
             res.status = "done"
         out.append(res)
     return out
+
+
+def commit_of(run) -> str:
+    """The git commit a run's code came from (``+dirty``: uncommitted changes), as its tags recorded it."""
+    tags = run.data.tags
+    c = tags.get(GIT_COMMIT, "unrecorded")[:10]
+    return c + ("+dirty" if tags.get(GIT_DIRTY) == "true" else "")
+
+
+def resampled_values(sweep: Sweep, results: list[RowResult], client, n: int, seed: int = 0) -> list[dict]:
+    """The key metric of every run recomputed on ``n`` resamples of the test images (the same resample for all
+    rows and seeds, so the rows stay paired), from each run's logged matches (``matches.json.gz``); one
+    ``{row: {seed: value}}`` per resample. Empty when a run has no such artifact (trained before it was logged)
+    or the metric is not AP."""
+    import numpy as np
+
+    from ..eval.resample import ap, evaluate
+
+    if n <= 0 or sweep.metrics[0] != "AP" or sweep.task != "detection":
+        return []
+    per = {}
+    for r in results:
+        for s, ids in r.runs.items():
+            for run_id in ids:
+                data = _matches(client, run_id)
+                if data is None:
+                    return []
+                per[run_id] = evaluate(data["gt"], data["detections"])
+    if not per:
+        return []
+    common = sorted(set.intersection(*(set(p.image_ids) for p in per.values())))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        draw = [common[i] for i in rng.integers(0, len(common), len(common))]
+        cache = {run_id: 100 * ap(p, draw) for run_id, p in per.items()}
+        out.append(
+            {
+                r.row.label: {s: statistics.fmean(cache[i] for i in ids) for s, ids in r.runs.items()}
+                for r in results
+                if r.runs
+            }
+        )
+    return out
+
+
+def _matches(client, run_id: str) -> dict | None:
+    import gzip
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run is noise here
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            path = client.download_artifacts(run_id, MATCHES, d)
+            return json.loads(gzip.decompress(Path(path).read_bytes()))
+    except Exception:  # trained before the artifact existed, or the store lost it: no test-set component
+        return None
 
 
 def _fmt(m, s=None) -> str:
@@ -100,55 +202,61 @@ def _fmt(m, s=None) -> str:
     return txt
 
 
-def _paired_diff(res: RowResult, base: RowResult, metric: str):
-    a, b = res.values.get(metric, {}), base.values.get(metric, {})
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return None
-    return (*ci95([a[s] - b[s] for s in seeds]), len(seeds))  # mean, std, half-width, paired seeds
-
-
-NUMERIC = ("mean", "std", "ci_low", "ci_high", "delta", "delta_half", "n")
-
-
-def paired_spreads(sweep: Sweep, results: list[RowResult]) -> dict[str, tuple[float, float, int]]:
-    """Per non-baseline row that trained: (the paired 95% half-interval of its difference from the baseline,
-    the differences' standard deviation, the number of paired seeds); NaNs while it has fewer than two."""
+def analysis_of(sweep: Sweep, results: list[RowResult], boot: list[dict] | None = None) -> dict[str, Contrast]:
+    """The table's decision on its key metric (``stats.analyse``): each row's contrast with the baseline, both
+    variance components, the adjusted verdicts."""
+    if not sweep.baseline:
+        return {}
     key = sweep.metrics[0]
     base = next((r for r in results if r.row.label == sweep.baseline), None)
-    out = {}
+    values = {r.row.label: r.values.get(key, {}) for r in results if r.status == "done" and r.values.get(key)}
+    paper, figure = {}, {r.row.label: r.row.paper.get(key) for r in results}
     for r in results:
-        if r is base or base is None or r.status != "done":
-            continue
-        d = _paired_diff(r, base, key)
-        out[r.row.label] = (math.nan, math.nan, 0) if d is None else (d[2], d[1], d[3])
-    return out
+        pd, pb = figure[r.row.label], base.row.paper.get(key) if base else None
+        paper[r.row.label] = pd - pb if pd is not None and pb is not None else None
+    for a, b in sweep.contrasts:
+        fa, fb = figure.get(a), figure.get(b)
+        paper[contrast_name(a, b)] = fa - fb if fa is not None and fb is not None else None
+    return analyse(values, sweep.baseline, sweep.design, paper, boot, sweep.contrasts)
 
 
-def numeric_columns(sweep: Sweep, r: RowResult, base: RowResult | None) -> list[str]:
-    """The key metric as numbers, for the CSV: mean, std, 95% interval, paired delta and its half-width, seeds."""
+NUMERIC = ("mean", "std", "ci_low", "ci_high", "delta", "delta_half", "delta_adj_half", "test_sd", "p_adj", "n")
+
+
+def numeric_columns(sweep: Sweep, r: RowResult, c: Contrast | None) -> list[str]:
+    """The key metric as numbers, for the CSV: mean, std, 95% interval, the contrast with its 95% and adjusted
+    half-widths, the test-set component's sd, the adjusted p, seeds."""
     key = sweep.metrics[0]
     xs = list(r.values.get(key, {}).values())
     if not xs:
         return [""] * len(NUMERIC)
     m, s, h = ci95(xs)
-    d = _paired_diff(r, base, key) if base is not None and r is not base else None
 
     def num(v):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
-    return [num(m), num(s), num(m - h), num(m + h), num(d[0] if d else None), num(d[2] if d else None), str(len(xs))]
+    if c is None:
+        return [num(m), num(s), num(m - h), num(m + h), "", "", "", "", "", str(len(xs))]
+    test_sd = math.sqrt(c.var_test) if c.n_boot else None
+    return [
+        *(num(m), num(s), num(m - h), num(m + h), num(c.estimate), num(c.half95), num(c.half_adj), num(test_sd)),
+        *(num(c.p_adj), str(len(xs))),
+    ]
 
 
-def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict) -> tuple[str, list[list[str]]]:
+def render(
+    sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, analysis: dict[str, Contrast]
+) -> tuple[str, list[list[str]]]:
     base = next((r for r in results if r.row.label == sweep.baseline), None)
     key = sweep.metrics[0]
     base_paper = base.row.paper.get(key) if base else None
+    adj = sweep.design.adjust
     cols = (
         ["row"]
         + [f"paper {m}" for m in sweep.metrics]
         + [f"{m} (mean ± std)" for m in sweep.metrics]
-        + [f"{key} 95% CI", f"Δ{key} vs baseline (paired)", f"paper Δ{key}", "seeds", "status"]
+        + [f"{key} 95% CI", f"Δ{key} ± 95%", "test-set sd", "adjusted interval", f"paper Δ{key}", "verdict"]
+        + ["seeds", "runs", "status"]
     )
     table = []
     for r in results:
@@ -159,50 +267,81 @@ def render(sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict
         xs = list(r.values.get(key, {}).values())
         m_, _, h = ci95(xs) if xs else (None, None, None)
         cells.append(f"[{m_ - h:.1f}, {m_ + h:.1f}]" if xs and not math.isnan(h) else "")
-        d = _paired_diff(r, base, key) if base is not None and r is not base else None
-        cells.append("" if d is None else (f"{d[0]:+.1f}" + (f" ± {d[2]:.1f}" if not math.isnan(d[2]) else "")))
+        c = analysis.get(r.row.label) if r is not base else None
+        if c is None:
+            cells += ["", "", ""]
+        else:
+            cells.append(f"{c.estimate:+.1f}" + (f" ± {c.half95:.1f}" if math.isfinite(c.half95) else ""))
+            cells.append(f"{math.sqrt(c.var_test):.1f}" if c.n_boot else "")
+            cells.append(
+                f"[{c.estimate - c.half_adj:+.1f}, {c.estimate + c.half_adj:+.1f}]" if math.isfinite(c.half_adj) else ""
+            )
         pd = r.row.paper.get(key)
         cells.append(
             f"{pd - base_paper:+.1f}"
             if base is not None and r is not base and pd is not None and base_paper is not None
             else ""
         )
-        cells.append(str(r.n(key)))
+        cells.append("" if c is None or not math.isfinite(c.p_adj) else f"{c.verdict} (p_adj {c.p_adj:.2g})")
+        cells += [str(r.n(key)), str(r.n_runs) if r.runs else ""]
         status = r.status + (f": {r.note}" if r.note else "")
-        if inv.auto is not None and r is not base and r.status == "done":
-            hw, n = (d[2], d[3]) if d is not None else (math.nan, 0)
-            status += (
-                f", resolved (±{hw:.1f} ≤ ±{inv.auto.target:g})"
-                if inv.auto.resolved(hw, n)
-                else f", not resolved (±{hw:.1f}{'; too few seeds to decide' if n < inv.auto.DECIDE_AT else ''})"
-                if not math.isnan(hw)
-                else ", not resolved"
-            )
-            if d is not None and not inv.auto.resolved(hw, n) and inv.auto.futile(d[1], n):
-                status += f"; futile: ±{inv.auto.projected(d[1]):.1f} projected at {inv.auto.max_seeds} seeds"
         cells.append(status.replace("|", "/"))
         table.append(cells)
     # the CSV carries the key metric as plain numbers beside the formatted text columns
     csv_rows = [cols + [f"{key}_{c}" for c in NUMERIC]] + [
-        cells + numeric_columns(sweep, r, base) for cells, r in zip(table, results)
+        cells + numeric_columns(sweep, r, analysis.get(r.row.label) if r is not base else None)
+        for cells, r in zip(table, results)
     ]
+    verdicts = Counter(c.verdict for c in analysis.values() if math.isfinite(c.p_adj))
     md = [f"# {sweep.title}", ""]
     md += [f"- **{k}**: {v}" for k, v in header.items()]
+    if verdicts:
+        md.append(
+            f"- **verdicts** ({adj} at {sweep.design.alpha:g} over {sum(verdicts.values())} contrasts): "
+            + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+        )
     paper_data = "ImageNet" if sweep.task == "classification" else "MS COCO"
     md += [
         "",
         f"Figures in percent. Paper: {paper_data} at full scale. Reproduced: mean ± standard deviation over seeds; "
-        f"the 95% interval is Student's t over seeds; Δ is the difference from the baseline row "
-        f"({sweep.baseline}) paired by seed, ± its 95% half-interval.",
+        f"the 95% interval is Student's t over seeds. Δ is the row's difference from the baseline "
+        f"({sweep.baseline}) in the model {key} ~ row + seed fitted to the whole table (seeds as blocks, the "
+        "seed variance pooled over the rows), ± its 95% half-interval; the test-set sd is how far Δ moves over "
+        "resamples of the test images, included in both intervals; the adjusted interval is simultaneous "
+        f"(Bonferroni) at {sweep.design.alpha:g}, and the verdict is {adj}'s at that level: holds / contradicts "
+        "(the paper's sign or not), differs (no paper figure), or inconclusive. Seeds: seeds with a finished run; "
+        "runs: every finished run of the row's config in the store (all are used; a seed run twice counts once, "
+        "as the mean of its runs).",
         "",
     ]
     md.append("| " + " | ".join(cols) + " |")
     md.append("|" + "|".join("---" for _ in cols) + "|")
     md += ["| " + " | ".join(c for c in cells) + " |" for cells in table]
+    if sweep.contrasts:
+        md += ["", f"Other contrasts (the sweep file's `contrasts`; in the same {adj} family as the rows):", ""]
+        md += [f"| contrast | Δ{key} ± 95% | test-set sd | adjusted interval | paper Δ{key} | verdict |"]
+        md += ["|---|---|---|---|---|---|"]
+        for a, b in sweep.contrasts:
+            c = analysis.get(contrast_name(a, b))
+            fa, fb = (
+                next((r.row.paper.get(key) for r in results if r.row.label == a), None),
+                next((r.row.paper.get(key) for r in results if r.row.label == b), None),
+            )
+            paper = f"{fa - fb:+.1f}" if fa is not None and fb is not None else ""
+            if c is None:
+                md.append(f"| {contrast_name(a, b)} |  |  |  | {paper} | not run |")
+                continue
+            md.append(
+                f"| {c.row} | {c.estimate:+.1f} ± {c.half95:.1f} | "
+                + (f"{math.sqrt(c.var_test):.1f}" if c.n_boot else "")
+                + f" | [{c.estimate - c.half_adj:+.1f}, {c.estimate + c.half_adj:+.1f}] | {paper} | "
+                + (f"{c.verdict} (p_adj {c.p_adj:.2g})" if math.isfinite(c.p_adj) else "")
+                + " |"
+            )
     return "\n".join(md) + "\n", csv_rows
 
 
-def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
+def plot(sweep: Sweep, results: list[RowResult], path: Path, analysis: dict[str, Contrast]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,17 +352,20 @@ def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
     rows = [r for r in results if r is not base]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
     for i, r in enumerate(rows):
-        d = _paired_diff(r, base, key) if base is not None else None
-        if d is not None:
+        c = analysis.get(r.row.label)
+        if c is not None:
+            shown = ax.get_legend_handles_labels()[1]
             ax.errorbar(
-                d[0],
+                c.estimate,
                 i,
-                xerr=0 if math.isnan(d[2]) else d[2],
+                xerr=0 if not math.isfinite(c.half_adj) else c.half_adj,
                 fmt="o",
                 color="tab:blue",
                 capsize=3,
-                label="reproduced (95% CI)" if i == 0 or not ax.get_legend_handles_labels()[1] else None,
+                label="reproduced (adjusted interval)" if "reproduced (adjusted interval)" not in shown else None,
             )
+            if math.isfinite(c.half95):
+                ax.errorbar(c.estimate, i, xerr=c.half95, fmt="none", color="tab:blue", elinewidth=3, alpha=0.5)
         pd = r.row.paper.get(key)
         if base is not None and pd is not None and key in base.row.paper:
             ax.plot(
@@ -251,7 +393,7 @@ def plot(sweep: Sweep, results: list[RowResult], path: Path) -> None:
 
 def committed(sweep: Sweep, inv: Invocation) -> bool:
     """Whether ``inv`` is the configuration the committed report in ``reports/`` came from."""
-    return inv.scale == sweep.report_scale and inv.data == sweep.data and not inv.extra
+    return inv.scale == sweep.report_scale and inv.data == sweep.data and not inv.extra and inv.follows(sweep)
 
 
 def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bool]:
@@ -263,7 +405,7 @@ def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bo
     if out is None:
         if mine:
             return root / "reports", True
-        tag = f"{inv.scale}-{inv.data}"
+        tag = f"{inv.scale}-{inv.data}" + ("" if inv.follows(sweep) else f"-seeds{inv.seeds}")
         if inv.extra:
             tag += "-" + hashlib.sha1(" ".join(inv.extra).encode()).hexdigest()[:8]
         return root / "outputs" / "reports" / tag, False
@@ -271,7 +413,8 @@ def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bo
     if target == (root / "reports").resolve() and not mine:
         raise SweepError(
             f"{out} holds the committed {sweep.name} (scale={sweep.report_scale}, data={sweep.data}, no "
-            f"extra overrides); this invocation (scale={inv.scale}, data={inv.data}"
+            f"extra overrides, the design's {sweep.design.seeds} seeds); this invocation (scale={inv.scale}, "
+            f"data={inv.data}, {inv.seeds} seeds"
             f"{', ' + ' '.join(inv.extra) if inv.extra else ''}) would replace it: leave --out unset "
             f"(it writes to outputs/reports/) or name another folder"
         )
@@ -279,12 +422,19 @@ def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bo
 
 
 def write_report(
-    sweep: Sweep, inv: Invocation, results: list[RowResult], header: dict, out_dir: Path, discussion: bool = False
+    sweep: Sweep,
+    inv: Invocation,
+    results: list[RowResult],
+    header: dict,
+    out_dir: Path,
+    discussion: bool = False,
+    analysis: dict[str, Contrast] | None = None,
 ) -> list[Path]:
     """Writes tableN.{md,csv,png}; the hand-written tableN.discussion.md is appended only to the committed
     report (``discussion``), whose numbers it discusses."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, rows = render(sweep, inv, results, header)
+    analysis = analysis_of(sweep, results) if analysis is None else analysis
+    md, rows = render(sweep, inv, results, header, analysis)
     paths = [out_dir / f"{sweep.name}.md", out_dir / f"{sweep.name}.csv", out_dir / f"{sweep.name}.png"]
     notes = out_dir / f"{sweep.name}.discussion.md"  # hand-written discussion of a committed run, kept across rebuilds
     if discussion and notes.is_file():
@@ -293,48 +443,49 @@ def write_report(
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     paths[1].write_text(buf.getvalue())
-    plot(sweep, results, paths[2])
+    plot(sweep, results, paths[2], analysis)
     return paths
 
 
 def _rule(tags: dict) -> str:
     """An invocation's seeds rule in a few words, from its parent run's tags."""
-    if not tags.get("auto_seeds"):
-        return f"{tags.get('seeds', '?')} seeds"
-    a = json.loads(tags["auto_seeds"])
-    futility = f", futility {a['futility']:g}" if a.get("futility") else ""
-    return f"auto {a['min_seeds']}-{a['max_seeds']} seeds at ±{a['target']:g}{futility}"
+    if tags.get("auto_seeds"):  # code before 0.5.0: sequential seeds
+        a = json.loads(tags["auto_seeds"])
+        futility = f", futility {a['futility']:g}" if a.get("futility") else ""
+        return f"auto {a['min_seeds']}-{a['max_seeds']} seeds at ±{a['target']:g}{futility}"
+    return f"{tags.get('seeds', '?')} seeds" + (" (exploratory)" if tags.get("seeds_rule") == "exploratory" else "")
 
 
 def invocations_line(earlier: list[tuple[dict, int, bool]], this: dict) -> str | None:
     """The header's record of the earlier invocations whose runs a report uses: ``earlier`` is (parent tags, runs
     reported from it, whether it is an invocation of this same sweep), oldest first; ``this`` the reporting
-    invocation's tags. A seeds rule of this sweep that changed after results were seen (e.g. a maximum raised) is
-    optional stopping beyond the rule's own: the line says so. Another sweep's runs (same config and seed) were
+    invocation's tags. A seeds rule of this sweep that changed between invocations is optional stopping: the
+    line says so (and ``exploratory`` marks the report). Another sweep's runs (same config and seed) were
     seeded by that sweep's rule, blind to this one's results."""
     if not earlier:
         return None
     parts = [f"{t.get('mlflow.runName', '?')} ({_rule(t)}): {n} runs" for t, n, _ in earlier]
-    rules = {_rule(t) for t, _, same in earlier if same} | {_rule(this)}
-    changed = (
-        "; this sweep's seeds rule changed between its invocations after results were seen, so the stopping rule "
-        "was not fixed in advance and the intervals carry that optimism too"
-        if len(rules) > 1
-        else ""
-    )
-    return "; ".join(parts) + changed
+    return "; ".join(parts) + ("; " + CHANGED if rule_changed(earlier, this) else "")
 
 
-def header_for(inv: Invocation, tags: dict, minutes: float | None) -> dict:
-    seeds = f"{inv.seeds} (0..{inv.seeds - 1})"
-    if inv.auto is not None:
-        used = sorted(set(inv.row_seeds.values()) | {inv.seeds})
-        seeds = f"{inv.auto.describe()}; used {used[0]} to {used[-1]} per row (the column seeds)"
+CHANGED = (
+    "this sweep's seeds rule changed between its invocations after results were seen, so the stopping rule "
+    "was not fixed in advance and the intervals carry that optimism too"
+)
+
+
+def rule_changed(earlier: list[tuple[dict, int, bool]], this: dict) -> bool:
+    return len({_rule(t) for t, _, same in earlier if same} | {_rule(this)}) > 1
+
+
+def header_for(sweep: Sweep, inv: Invocation, tags: dict, minutes: float | None) -> dict:
     h = {
         "command": f"`{tags.get('command', '')}`",
         "scale": inv.scale,
         "data": inv.data,
-        "seeds": seeds,
+        "design": sweep.design.describe(),
+        "seeds": f"{inv.seeds} asked (0..{inv.seeds - 1})"
+        + ("" if inv.follows(sweep) else f"; exploratory: the design says {sweep.design.seeds}"),
         "hardware": tags.get("hardware", ""),
         "code version": tags.get("code_version", CODE_VERSION),
         "generated": time.strftime("%Y-%m-%d %H:%M"),

@@ -10,18 +10,15 @@ invocation waits for it and reuses its result instead of training it twice.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import shlex
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from omegaconf import DictConfig, OmegaConf
-from scipy import stats
 
 from ..config import compose_config
 from ..features import check_features
@@ -47,67 +44,6 @@ WAIT_POLL = 5.0  # seconds between looks at a run another invocation is training
 
 
 @dataclass
-class AutoSeeds:
-    """``SEEDS=auto``: seeds are added in rounds where the paired interval is still wide.
-
-    The rule, fixed before any result is seen: every runnable row starts with ``min_seeds``; after each
-    round, each row whose paired 95% half-interval of the difference from the baseline is wider than
-    ``target`` (points) gets one more seed, widest first, up to ``max_seeds``; the baseline always has as
-    many seeds as the row with the most (the pairs need its seeds). It stops when every row is resolved,
-    at ``max_seeds``, or when the time budget is spent (no job starts after it; jobs in flight finish).
-    Stopping once an interval is narrow enough (optional stopping) makes the reported intervals somewhat
-    optimistic; the report says so.
-
-    Futility (``futility`` > 0): a row whose interval, at the spread its paired differences show now, would
-    still be wider than ``futility`` x ``target`` with ``max_seeds`` seeds gets no more: it cannot resolve
-    within the rule, and its seeds would take the budget from rows that can (a group-sequential design's
-    futility bound). The margin above 1 allows for the spread's own noise at a few seeds. Such a row is
-    reported as not resolved, never as resolved, so this stop adds no optimism.
-
-    Neither decision is taken on fewer than ``DECIDE_AT`` = 3 paired seeds: on 2, the spread has one degree of
-    freedom (t = 12.7) and is under a third of the true one with probability 0.26 (chi-square, 1 df), so a row
-    would too often stop as resolved, or as futile, by chance. Such a row gets another seed."""
-
-    DECIDE_AT = 3  # paired seeds before a row can be called resolved or futile
-
-    target: float = 1.5
-    min_seeds: int = 3
-    max_seeds: int = 8
-    budget_min: float | None = None
-    futility: float = 1.25
-
-    def projected(self, sd: float) -> float:
-        """The paired 95% half-interval with ``max_seeds`` seeds if the differences' spread stays ``sd``."""
-        return stats.t.ppf(0.975, self.max_seeds - 1) * sd / math.sqrt(self.max_seeds)
-
-    def resolved(self, half_width: float, n: int) -> bool:
-        return n >= self.DECIDE_AT and half_width <= self.target
-
-    def futile(self, sd: float, n: int) -> bool:
-        return (
-            self.futility > 0
-            and self.DECIDE_AT <= n < self.max_seeds
-            and self.projected(sd) > self.futility * self.target
-        )
-
-    def describe(self) -> str:
-        budget = f", time budget {self.budget_min:.0f} min" if self.budget_min else ""
-        futility = (
-            f"; a row whose interval would still be wider than ±{self.futility * self.target:g} at "
-            f"{self.max_seeds} seeds at its present spread gets no more (futility)"
-            if self.futility > 0 and self.max_seeds > self.min_seeds  # else no round follows the first
-            else ""
-        )
-        return (
-            f"auto: {self.min_seeds} seeds per row, then one more per round for each row whose paired 95% "
-            f"interval is wider than ±{self.target:g} (widest first), up to {self.max_seeds}{budget}{futility}; no row "
-            f"is judged resolved or futile on fewer than {self.DECIDE_AT} seeds. "
-            "Caveat: stopping once an interval is narrow enough (optional stopping) makes the intervals of rows "
-            "that stopped early somewhat optimistic"
-        )
-
-
-@dataclass
 class Invocation:
     """What a `make tableN` call asked for; stored as the parent run's params and tags."""
 
@@ -120,12 +56,14 @@ class Invocation:
     launcher: str = "local"
     slurm: tuple[str, ...] = ()  # key=value options for submitit (partition=..., gpus_per_node=...)
     command: str = ""  # the command line, for the report's header
-    auto: AutoSeeds | None = None
-    row_seeds: dict[str, int] = field(default_factory=dict)  # seeds per row when they differ (SEEDS=auto)
-    priority: list[str] = field(default_factory=list)  # rows to queue first (SEEDS=auto: widest first)
+    row_seeds: dict[str, int] = field(default_factory=dict)  # seeds per row where an old invocation varied them
 
     def seeds_of(self, label: str) -> int:
         return self.row_seeds.get(label, self.seeds)
+
+    def follows(self, sweep: Sweep) -> bool:
+        """Whether this invocation trains the sweep's declared design (else its report is exploratory)."""
+        return self.seeds == sweep.design.seeds and not self.row_seeds
 
     def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
         return [
@@ -236,8 +174,6 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
     client = st.client
     fail_abandoned(client, [st.exp_id])
     cmd = inv.command or " ".join(shlex.quote(a) for a in sys.argv)
-    if inv.auto is not None:
-        inv.seeds = inv.auto.min_seeds
     parent = client.create_run(
         st.exp_id,
         run_name=f"{sweep.name} {time.strftime('%Y-%m-%d %H:%M')}",
@@ -246,8 +182,8 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
             "scale": inv.scale,
             "data": inv.data,
             "seeds": str(inv.seeds),
-            "seeds_rule": inv.auto.describe() if inv.auto else "fixed",
-            **({"auto_seeds": json.dumps(asdict(inv.auto))} if inv.auto else {}),
+            "seeds_rule": "design" if inv.follows(sweep) else "exploratory",
+            "design": sweep.design.describe(),
             "extra_overrides": " ".join(inv.extra),
             "command": cmd,
             "code_version": CODE_VERSION,
@@ -269,82 +205,25 @@ def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupt
     records: list[dict] = []
     trained = [0]
     interrupted = None
-    deadline = t0 + 60 * inv.auto.budget_min if inv.auto and inv.auto.budget_min else None
     with interruptible():
         try:
-            while True:
-                records.clear()
-                pre = _pretrain_jobs(sweep, inv, st)
-                trained[0] += _train(pre, inv, threads, st, deadline)
-                jobs = _row_jobs(sweep, inv, st, records)
-                log.info(
-                    "%s: %d runs to train, %d reused, %d not implemented",
-                    sweep.name,
-                    len(jobs),
-                    sum(1 for r in records if r.get("cached")),
-                    sum(1 for r in records if r.get("reason")),
-                )
-                trained[0] += _train(jobs, inv, threads, st, deadline)
-                if inv.auto is None:
-                    break
-                # the budget stops the rounds at the first one it left runs unstarted in: rounds served from
-                # the cache alone go on after it (an earlier invocation's seeds cost nothing to replay)
-                unstarted = sum(1 for j in (*pre, *jobs) if j.rec.get("status") == "NOT_STARTED")
-                if unstarted:
-                    log.info("%s: the time budget is spent (%d runs not started); stopping", sweep.name, unstarted)
-                    break
-                if not _more_seeds(sweep, inv, st):
-                    break
+            pre = _pretrain_jobs(sweep, inv, st)
+            trained[0] += _train(pre, inv, threads, st)
+            jobs = _row_jobs(sweep, inv, st, records)
+            log.info(
+                "%s: %d runs to train, %d reused, %d not implemented",
+                sweep.name,
+                len(jobs),
+                sum(1 for r in records if r.get("cached")),
+                sum(1 for r in records if r.get("reason")),
+            )
+            trained[0] += _train(jobs, inv, threads, st)
         except Interrupted as e:
             interrupted = e
             log.error("%s: interrupted by %s: the runs in flight were killed, no other run was started", sweep.name, e)
     client.log_metric(pid, "total_minutes", (time.time() - t0) / 60)
     client.log_metric(pid, "trained_runs", trained[0])
-    if inv.row_seeds:
-        client.set_tag(pid, "row_seeds", json.dumps(inv.row_seeds))
     return pid, records, interrupted
-
-
-def _more_seeds(sweep: Sweep, inv: Invocation, st: Store) -> bool:
-    """One SEEDS=auto round's decision: adds a seed to each unresolved row (widest first); False to stop.
-    The time budget is not its business: the caller stops at the first round the budget left runs unstarted in."""
-    from .report import collect, paired_spreads
-
-    spreads = paired_spreads(sweep, collect(sweep, inv, st.client, st.exp_id))
-    auto = inv.auto
-    open_rows = [
-        (w, sd, n, label)
-        for label, (w, sd, n) in spreads.items()
-        if not auto.resolved(w, n) and inv.seeds_of(label) < auto.max_seeds
-    ]
-    futile = [(w, label, auto.projected(sd)) for w, sd, n, label in open_rows if auto.futile(sd, n)]
-    if futile:
-        log.info(
-            "%s: no more seeds for %s (futility: wider than ±%g at %d seeds at the present spread)",
-            sweep.name,
-            ", ".join(f"{label} ±{w:.1f} -> ±{p:.1f}" for w, label, p in futile),
-            auto.futility * auto.target,
-            auto.max_seeds,
-        )
-    dropped = {label for _, label, _ in futile}
-    need = sorted(((w, label) for w, _, _, label in open_rows if label not in dropped), reverse=True)
-    if not need:
-        log.info("%s: every row resolved at ±%g, at %d seeds or futile", sweep.name, auto.target, auto.max_seeds)
-        return False
-    # widest first: their new seeds are queued first (row order of the next round's jobs follows the sweep)
-    order = [label for _, label in need]
-    for label in order:
-        inv.row_seeds[label] = inv.seeds_of(label) + 1
-    if sweep.baseline:
-        inv.row_seeds[sweep.baseline] = max(inv.seeds_of(r.label) for r in sweep.rows)
-    inv.priority = order
-    log.info(
-        "%s: another seed for %d unresolved rows (widest first: %s)",
-        sweep.name,
-        len(order),
-        ", ".join(f"{label} ±{w:.1f}" for w, label in need[:5]),
-    )
-    return True
 
 
 def _row_jobs(sweep: Sweep, inv: Invocation, st: Store, records: list[dict]) -> list[Job]:
@@ -420,18 +299,16 @@ def _pretrain_jobs(sweep: Sweep, inv: Invocation, st: Store) -> list[Job]:
 
 
 def _reusable(run, inv: Invocation, st: Store):
-    """A finished run to reuse: any, or with FORCE only one this invocation trained (SEEDS=auto's later
-    rounds must not retrain the earlier rounds' runs)."""
+    """A finished run to reuse: any, or with FORCE only one this invocation trained (a row and a classifier
+    it shares with another row must not be retrained twice)."""
     if run is None or (inv.force and run.data.tags.get("mlflow.parentRunId") != st.parent_id):
         return None
     return run
 
 
 def _by_priority(sweep: Sweep, inv: Invocation) -> list[Row]:
-    """The rows, the baseline and then SEEDS=auto's widest rows first (so a time budget cuts the others)."""
-    first = ([sweep.baseline] if sweep.baseline else []) + inv.priority
-    rank = {label: i for i, label in enumerate(dict.fromkeys(first))}
-    return sorted(sweep.rows, key=lambda r: rank.get(r.label, len(rank)))
+    """The rows, the baseline first (every contrast needs it)."""
+    return sorted(sweep.rows, key=lambda r: r.label != sweep.baseline)
 
 
 def claim(st: Store, job: Job, force: bool) -> str:
@@ -473,23 +350,16 @@ def claim(st: Store, job: Job, force: bool) -> str:
     return "start"
 
 
-def _train(jobs: list[Job], inv: Invocation, threads: int, st: Store, deadline: float | None = None) -> int:
+def _train(jobs: list[Job], inv: Invocation, threads: int, st: Store) -> int:
     """Runs the jobs, ``inv.jobs`` at a time; returns how many it trained. A failure is recorded on its
-    run and the others go on; ``Interrupted`` kills the ones in flight and leaves the rest unstarted.
-    After ``deadline`` (a time budget) no job starts; those in flight finish."""
+    run and the others go on; ``Interrupted`` kills the ones in flight and leaves the rest unstarted."""
     if not jobs:
         return 0
-    pool = WorkerPool(inv.jobs, threads, st.client, inv.launcher, inv.slurm)
+    pool = WorkerPool(inv.jobs, threads, st.client, inv.launcher, inv.slurm, lock=st.lock)
     pending, waiting, started = deque(jobs), [], 0
     next_look = 0.0
     try:
         while pending or waiting or pool.running:
-            if deadline is not None and time.time() >= deadline and (pending or waiting):
-                for job in list(pending) + waiting:
-                    job.rec.update(status="NOT_STARTED")
-                log.info("time budget spent: %d queued runs not started", len(pending) + len(waiting))
-                pending.clear()
-                waiting.clear()
             while pending and pool.free() > 0:
                 job = pending.popleft()
                 decision = claim(st, job, inv.force)
@@ -516,8 +386,11 @@ def _train(jobs: list[Job], inv: Invocation, threads: int, st: Store, deadline: 
             elif waiting and not pool.running and not pending:
                 time.sleep(0.5)
     except Interrupted as e:
-        for job in pool.stop(f"interrupted by {e} (the sweep was stopped)"):
-            job.rec.update(status="KILLED", error=f"interrupted by {e}")
+        for job, out in pool.stop(f"interrupted by {e} (the sweep was stopped)"):
+            if out["status"] == "KILLED":
+                job.rec.update(status="KILLED", error=f"interrupted by {e}")
+            else:  # it ended before the stop reached it: its run keeps its status and counts
+                job.rec.update(status=out["status"], error=out.get("error"))
         for job in list(pending) + waiting:
             job.rec.update(status="NOT_STARTED")
         raise

@@ -11,8 +11,11 @@ A row naming a toggle that has no config is a typo and fails the whole sweep at 
 closest names), unless the row says ``not_implemented: <reason>``: such a row is kept in the report and
 never trained.
 
-File keys beside ``rows``: ``extends`` (a base sweep file whose keys and rows this one takes, its ``overrides``
-appended) and ``only_rows`` (labels: keep just those rows, e.g. a recheck of some rows of a table).
+File keys beside ``rows``: ``design`` (the study design, fixed before any result: seeds per row, alpha, the
+multiplicity adjustment, test-image resamples; see ``stats.Design``), ``contrasts`` (``[[row a, row b], ...]``:
+a - b from the same model, judged with the rows' contrasts in one family), ``extends`` (a base sweep file whose keys
+and rows this one takes, its ``overrides`` appended) and ``only_rows`` (labels: keep just those rows, e.g. a
+recheck of some rows of a table).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import yaml
 
 from ..config import CONFIG_DIR
 from ..errors import BagofError
+from .stats import Design, DesignError
 
 TASKS = {"detection": "detect", "classification": "classify"}  # sweep file's `task` -> the config's task=
 
@@ -98,6 +102,8 @@ class Sweep:
     data: str = "bccd"
     report_scale: str = "cpu"  # with ``data``: the configuration whose report is committed in reports/
     path: Path | None = None
+    design: Design = field(default_factory=Design)  # decided before results; the report's rule
+    contrasts: list[tuple[str, str]] = field(default_factory=list)  # (a, b): a - b, beside each row - baseline
 
     def baseline_row(self) -> Row | None:
         return next((r for r in self.rows if r.label == self.baseline), None)
@@ -137,7 +143,19 @@ def load_sweep(path: str | Path) -> Sweep:
     labels = [r.label for r in rows]
     if len(set(labels)) != len(labels):
         raise SweepError(f"{path}: row labels must be unique, got {labels}")
+    try:
+        design = Design.from_dict(raw.get("design"), f"{path}: design")
+    except (DesignError, TypeError) as e:
+        raise SweepError(str(e)) from None
+    pairs = raw.get("contrasts") or []
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise SweepError(f"{path}: contrasts is a list of [row, row] pairs (the first minus the second), got {pairs}")
+    unknown = sorted({x for p in pairs for x in p} - {r.label for r in rows})
+    if unknown:
+        raise SweepError(f"{path}: contrasts name {unknown}, which are not rows (rows: {[r.label for r in rows]})")
     sweep = Sweep(
+        design=design,
+        contrasts=[(str(a), str(b)) for a, b in pairs],
         name=path.stem,
         title=raw.get("title", path.stem),
         task=raw.get("task", "detection"),

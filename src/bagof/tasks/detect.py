@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import math
 from pathlib import Path
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from ..eval import coco_evaluate, to_coco_results
+from ..eval.resample import MATCHES
 from ..ops.postprocess import detect
 from ..utils.visualize import draw_predictions
 from .base import TrainingTask
@@ -100,4 +103,19 @@ class DetectionTask(TrainingTask):
         if self.coco_summary:
             out.append(folder / "coco_eval.txt")
             out[-1].write_text(self.coco_summary)
+        if (
+            self.coco_summary and self._seen
+        ):  # what a report's test-set resampling recomputes AP from (eval/resample.py)
+            seen = set(self._seen)
+            gt = datamodule.val_set.coco
+            data = {
+                "gt": {
+                    "images": [im for im in gt["images"] if im["id"] in seen],
+                    "annotations": [a for a in gt["annotations"] if a["image_id"] in seen],
+                    "categories": gt["categories"],
+                },
+                "detections": self._results,
+            }
+            out.append(folder / MATCHES)
+            out[-1].write_bytes(gzip.compress(json.dumps(data).encode()))
         return out
