@@ -71,10 +71,15 @@ def nhwc_pays(precision: str) -> bool:
 
 
 def artifact_location(tracking_uri: str, local: str) -> str | None:
-    """``${artifact_location:<tracking uri>,<folder>}``: where a new experiment keeps its artifacts. A local store
-    (sqlite:///, a path) keeps them in ``local``; a tracking server decides itself (its proxied
-    ``mlflow-artifacts:/`` destination), so that every worker's checkpoints land where the others can read them."""
-    return local if str(tracking_uri).startswith(("sqlite:", "file:", "/", ".")) else None
+    """``${artifact_location:<tracking uri>,<folder>}``: where a new experiment keeps its artifacts. A SQLite store
+    keeps them in ``mlartifacts/`` beside its database file (a store moved or kept elsewhere takes its artifacts
+    along; the default store's is the repo's ``mlartifacts/``), another local store in ``local``; a tracking server
+    decides itself (its proxied ``mlflow-artifacts:/`` destination), so that every worker's checkpoints land where
+    the others can read them."""
+    uri = str(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+    return local if uri.startswith(("sqlite:", "file:", "/", ".")) else None
 
 
 _RESOLVERS = (
