@@ -16,7 +16,7 @@ LAUNCHER ?= local
 SLURM   ?=
 TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
-STUDIES := convergence noise noise-ema noise-30 table4-recheck gaussian-uc ga-check
+STUDIES := convergence convergence-paper noise noise-ema noise-30 table4-recheck gaussian-uc ga-check
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
@@ -31,6 +31,7 @@ help:  ## list the targets
 	@echo "  make noise / noise-ema / noise-30  seed noise of the cpu protocol, 4 rows of Table 4 (5 seeds): 9 epochs without / with EMA, 30 epochs"
 	@echo "  make table4-recheck  Table 4's baseline and the two rows its report resolved on 2 seeds, from seed 0"
 	@echo "  make gaussian-uc   Table 5's SAM and SAM-G, and SAM-G without the likelihood's gradient"
+	@echo "  make convergence-paper  the same for the paper's recipe (optim=paper: SGD, burn-in, steps)"
 	@echo "  make ga-check      the GA's hyperparameters against the defaults on the search's hold-out split (after make ga)"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 

@@ -84,3 +84,18 @@ def test_optimizer_foreach_steps_equal_the_single_tensor_loop_bit_for_bit(name):
         ref.step()
     assert all(torch.equal(p, q) for p, q in zip(params, ref_params))
     assert not any(torch.equal(p, s) for p, s in zip(params, start))  # every tensor was updated
+
+
+def test_the_papers_recipe_is_a_config_choice(compose):
+    """optim=paper: the reference's [net] optimiser (yolov4.cfg) in place of the cpu scale's AdamW, its lengths as
+    fractions of training; without it the run is what it was (no key added to the run identity)."""
+    from bagof.sweeps.cache import identity
+
+    cfg = compose(["data=bccd", "optim=paper"])
+    assert dict(cfg.train.optimizer) == {"name": "sgd", "lr": 0.0013, "momentum": 0.949, "weight_decay": 0.0005}
+    sched = cfg.train.scheduler
+    f = build_lr_lambda(sched.policy, 1000, burn_in=round(sched.burn_in * 1000), burn_in_power=sched.burn_in_power)
+    assert f(1) == pytest.approx((1 / 2) ** 4) and f(2) == 1.0  # Darknet's (step / burn_in) ** 4 warm-up
+    assert f(799) == 1.0 and f(800) == pytest.approx(0.1) and f(900) == pytest.approx(0.01)
+    plain = compose(["data=bccd"])
+    assert plain.train.optimizer.name == "adamw" and "optim" not in identity(plain)
