@@ -96,8 +96,11 @@ for _name, _fn in _RESOLVERS:
 _ga_warned: set[tuple[str, str]] = set()
 
 
-def voc_classes(root: str) -> list[str]:
-    """``${voc_classes:<root>}``: a VOC folder's class names from its XML files, for a config without a class list."""
+def voc_num_classes(root: str, classes) -> int:
+    """``${voc_num_classes:<root>,<classes>}``: the class count of a VOC folder: the class list's length, else the
+    number of names in its XML files (with a warning that lists them; the data module reads the same names)."""
+    if classes:
+        return len(classes)
     from .data.formats import voc_class_names
 
     names = voc_class_names(root)
@@ -109,16 +112,12 @@ def voc_classes(root: str) -> list[str]:
         names,
         ",".join(names),
     )
-    return names
+    return len(names)
 
 
-for _name, _fn in (
-    ("voc_classes", voc_classes),
-    ("len", lambda xs: len(xs)),
-    ("folder_name", lambda p: Path(str(p)).name),
-):
+for _name, _fn in (("voc_num_classes", voc_num_classes), ("folder_name", lambda p: Path(str(p)).name)):
     if not OmegaConf.has_resolver(_name):  # cached: a config scans its VOC folder once, however often it is read
-        OmegaConf.register_new_resolver(_name, _fn, use_cache=_name == "voc_classes")
+        OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
 
 
 def ga_file(*, _root_) -> str:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..ops.letterbox import Letterbox, letterbox
-from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo
+from .formats import DatasetError, Issues, load_coco, load_voc, load_yolo, voc_class_names
 from .loading import read_rgb
 from .mixing import CutMix, MixUp
 from .mosaic import Mosaic
@@ -195,6 +195,8 @@ class DetectionDataModule(L.LightningDataModule):
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.classes = list(classes) if classes else None  # VOC/YOLO: one list for both splits
+        if self.classes is None and self.train_spec.get("format") == "voc" and root is not None:
+            self.classes = voc_class_names(root)  # conf/data/voc.yaml without data.classes: the files' names
         if self.classes is not None:
             if len(self.classes) != num_classes:
                 raise DatasetError(
