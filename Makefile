@@ -16,10 +16,11 @@ LAUNCHER ?= local
 SLURM   ?=
 TABLE   ?= 4
 TABLES  := table2 table3 table4 table5 table6 table7
-STUDIES := convergence convergence-paper noise noise-ema noise-30 table4-recheck gaussian-uc ga-check
+STUDIES := convergence convergence-paper noise noise-ema noise-30 table4-recheck gaussian-uc ga-check \
+           table4-raccoon table5-raccoon table4-synthetic table5-synthetic
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
+.PHONY: claims help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +33,7 @@ help:  ## list the targets
 	@echo "  make table4-recheck  Table 4's baseline and the two rows its report resolved on 2 seeds, from seed 0"
 	@echo "  make gaussian-uc   Table 5's SAM and SAM-G, and SAM-G without the likelihood's gradient"
 	@echo "  make convergence-paper  the same for the paper's recipe (optim=paper: SGD, burn-in, steps)"
+	@echo "  make table4-raccoon / table5-raccoon / table4-synthetic / table5-synthetic  Tables 4, 5 on other data"
 	@echo "  make ga-check      the GA's hyperparameters against the defaults on the search's hold-out split (after make ga)"
 	@echo "  (pass Hydra overrides with ARGS='data=bccd scale=cpu')"
 
@@ -101,6 +103,9 @@ $(TABLES) $(STUDIES): install  # train the table's rows, write reports/tableN.{m
 
 gpu-check: install  ## the GPU check -> reports/bench/gpu.json (on a GPU); ARGS=--dry-run: every part on the CPU, small
 	PYTHON=$(PYTHON) scripts/gpu_check.sh $(ARGS)
+
+claims: install  ## the claims ledger: every paper claim on every dataset, pooled -> reports/claims.{md,png}
+	$(PYTHON) -m bagof.sweeps.claims $(ARGS)
 
 convergence-plot: install  ## AP vs schedule length from `make convergence` -> reports/convergence-curve.png
 	$(PYTHON) -m bagof.sweeps.convergence

@@ -204,3 +204,41 @@ def test_an_extra_contrast_is_the_difference_of_two_rows_from_the_same_fit():
     assert c.se_seed == pytest.approx(cs["x"].se_seed)  # every pair of rows: the same sqrt(2 / n) sigma
     out = analyse(vals, "b", Design(), paper={"x": 1.0, "y": 1.0, "x − y": 0.5}, extra=[("x", "y")])
     assert len(out) == 3 and math.isfinite(out["x − y"].p_adj)
+
+
+# --- the claims ledger ----------------------------------------------------------------------------------------
+
+
+def _contrast(est, se, df=20):
+    from bagof.sweeps.stats import Contrast
+
+    return Contrast("r", est, se, df)
+
+
+def test_the_ledger_pools_datasets_with_random_effects_and_holm():
+    from bagof.sweeps.claims import Claim, decide, pool, summary_line
+
+    same = Claim("table4", "M", 1.1, {d: _contrast(2.0, 0.5) for d in ("bccd", "raccoon", "synthetic")})
+    split = Claim("table4", "CA", 0.7, {"bccd": _contrast(3.0, 0.5), "raccoon": _contrast(-3.0, 0.5)})
+    against = Claim("table4", "LS", -5.0, {"bccd": _contrast(4.0, 0.3)})
+    empty = Claim("table5", "RFB", 0.4)
+    claims = [same, split, against, empty]
+    for c in claims:
+        pool(c)
+    assert same.pooled == pytest.approx(2.0) and same.i2 == pytest.approx(0.0) and same.pooled_df == 2
+    assert split.pooled == pytest.approx(0.0, abs=1e-9) and split.i2 > 0.9  # the datasets disagree: heterogeneity
+    assert against.pooled == 4.0 and against.pooled_se == 0.3  # one dataset: its own estimate
+    decide(claims)
+    assert [c.verdict for c in claims] == ["holds", "open", "contradicted", "open"]
+    assert summary_line(claims, 120.0, 30).startswith("1 of the paper's 4 claims here hold at this scale, 1 are ")
+
+
+def test_make_claims_on_a_store_without_runs_leaves_every_claim_open(store):
+    from bagof.sweeps.claims import main
+
+    ledger = store / "claims.yaml"
+    ledger.write_text("datasets:\n  bccd: [table7]\n")
+    assert main([str(ledger), str(store / "out")]) == 0
+    md = (store / "out" / "claims.md").read_text()
+    assert "**0 of the paper's 3 claims here hold at this scale, 0 are contradicted, 3 are open (0 runs" in md
+    assert md.count("| not run |") == 3 and (store / "out" / "claims.png").stat().st_size > 1000
