@@ -62,3 +62,37 @@ def test_summary_eval_and_report_run_their_modules(tmp_path):
     assert "Traceback" not in out.stderr
     out = bagof("report", "4", tmp_path=tmp_path)
     assert out.returncode == 2 and "no MLflow experiment 'table4'" in out.stderr
+
+
+# --- the README stays true ------------------------------------------------------------------------------------
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_the_readme_is_a_short_guide_whose_links_exist():
+    import re
+
+    assert len(README.splitlines()) <= 250
+    for link in re.findall(r"\]\(([^)#]+)\)", README):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
+
+
+def test_every_toggle_and_command_line_in_the_readme_composes(compose):
+    """Each `bagof train ...` line of the README composes (placeholders like <run id> aside), and every toggle it
+    names has its config file."""
+    import re
+    import shlex
+
+    for group, name in re.findall(r"\+(bof|bos)=`? ?([a-z_]+)", README):
+        assert (ROOT / "conf" / group / f"{name}.yaml").is_file(), f"+{group}={name}"
+    for alt in re.findall(r"` / `([a-z_]+)`", README):  # the table's `+bos=sam` / `sam_cbam` second names
+        assert any((ROOT / "conf" / g / f"{alt}.yaml").is_file() for g in ("bof", "bos")), alt
+    lines = [ln.split("#")[0] for ln in README.splitlines() if ln.startswith("bagof train")]
+    assert len(lines) >= 5
+    for ln in lines:
+        args = [a for a in shlex.split(ln)[2:] if a not in ("-m", "--multirun")]
+        args = [a for a in args if not set(a) & set("<>") and not a.startswith(("model.weights", "train.resume"))]
+        args = [a.split(",")[0] if a.startswith("+bof=") and "[" not in a else a for a in args]  # -m's comma list
+        compose([a.replace("../shared/datasets", str(DATASETS)) for a in args])

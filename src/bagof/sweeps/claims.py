@@ -26,6 +26,7 @@ import yaml
 from scipy import stats
 
 from ..config import CONFIG_DIR
+from .cache import CODE_VERSION
 from .report import analysis_of, collect, resampled_values
 from .runner import Invocation, open_sweep_store
 from .spec import SweepError, load_sweep
@@ -137,11 +138,13 @@ def render(claims: list[Claim], datasets: list[str], minutes: float, runs: int, 
         "",
         f"**{summary_line(claims, minutes, runs)}**",
         "",
-        f"- **built by**: `make claims` ({ledger_path}), {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- **built by**: `make claims` ({ledger_path}), {time.strftime('%Y-%m-%d %H:%M')}, from the runs of code "
+        f"{CODE_VERSION} in the store",
         "- **per dataset**: the table's own analysis (AP ~ row + seed, the test-set component, Holm over the "
         "table): the estimate, its adjusted interval and verdict",
-        "- **pooled**: random effects over the datasets with a result (Paule-Mandel tau², modified Hartung-Knapp standard "
-        "error, t on k - 1 degrees of freedom), Holm over all the claims at 0.05; *open*: Holm does not reject",
+        "- **pooled**: random effects over the datasets with a result (Paule-Mandel tau², modified Hartung-Knapp "
+        "standard error, t on k - 1 degrees of freedom), Holm over all the claims at 0.05; *open*: Holm does not "
+        "reject",
         "- a claim's sign is the paper's Δ from its table's baseline; differences in AP points",
         "",
         "| table | row | paper Δ | " + " | ".join(datasets) + " | pooled (adjusted interval) | I² | verdict |",
