@@ -551,3 +551,37 @@ def test_predictions_picture_shows_the_best_guesses_whatever_their_scores():
     task = SimpleNamespace(eval=lambda: None, device="cpu", predict_batch=lambda x, metas: [low.clone()])
     pic = draw_predictions(task, ds, n=1, size=64)
     assert (pic[..., 1] > 200).sum() > 50  # green box drawn although its score is far below 0.3
+
+
+def test_a_truncated_or_foreign_checkpoint_given_to_resume_is_a_clear_error(compose, tmp_path):
+    from bagof.checkpoints import CARD, write_run_card
+    from bagof.train import fit
+
+    cfg = compose(["scale=smoke", "train.max_epochs=1", "logger=none"])
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, folder / "last.ckpt")
+    data = (folder / "last.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(data[: len(data) // 2])  # cut short, as a full disk leaves it
+    write_run_card(folder, cfg, None)
+    with pytest.raises(BagofError, match="last.ckpt is truncated or not a checkpoint"):
+        fit(compose(["scale=smoke", "train.max_epochs=1", "logger=none", f"train.resume={folder / 'last.ckpt'}"]))
+    (folder / CARD).unlink()  # a checkpoint from elsewhere: no run card beside it
+    with pytest.raises(BagofError, match="not a bagof run's checkpoint folder"):
+        fit(compose(["scale=smoke", "logger=none", f"train.resume={folder / 'last.ckpt'}"]))
+
+
+def test_a_failed_artifact_upload_leaves_the_run_failed_with_the_reason(compose, tmp_path, monkeypatch):
+    """A full disk (or a tracking server that went away) while the run logs its artifacts: the run is FAILED with
+    the reason, never FINISHED without its checkpoint and files."""
+    from bagof import train as train_mod
+
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_mod, "_log_artifacts", full_disk)
+    with pytest.raises(OSError):
+        train_mod.fit(compose(["scale=smoke", "train.max_epochs=1"]))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["error"]

@@ -65,9 +65,27 @@ def _flat(d, prefix=""):
     return out
 
 
+def _intact(ckpt: Path) -> None:
+    """A torch checkpoint is a zip archive: one cut short (a full disk, a killed copy) has no central directory or a
+    member whose CRC fails. Checked here so the error names the file, not a torch reader's internals."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(ckpt) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise BagofError(
+            f"train.resume: {ckpt} is truncated or not a checkpoint ({type(e).__name__}: {e}); resume from the run's "
+            "logged copy (train.resume=runs:/<run id>) or start the run again"
+        ) from None
+    if bad is not None:
+        raise BagofError(f"train.resume: {ckpt} is damaged ({bad} fails its CRC); resume from the run's logged copy")
+
+
 def _check(card_path: Path, cfg: DictConfig, ckpt: Path) -> dict:
     if not card_path.is_file():
         raise BagofError(f"train.resume: {ckpt} has no {CARD} beside it (not a bagof run's checkpoint folder)")
+    _intact(ckpt)
     card = yaml.safe_load(card_path.read_text())
     if card.get("config_hash") != config_hash(cfg):
         mine, theirs = _flat(identity(cfg)), _flat(card.get("identity"))
@@ -93,6 +111,7 @@ def find_checkpoint(spec, cfg: DictConfig) -> Resume:
                 "configs); repeat the interrupted run's overrides, or give a last.ckpt path"
             )
         card = max(mine, key=lambda c: (c.parent / "last.ckpt").stat().st_mtime)
+        _intact(card.parent / "last.ckpt")
         return Resume(card.parent / "last.ckpt", yaml.safe_load(card.read_text()).get("run_id"))
     if spec.startswith("runs:/"):
         run_id = spec.removeprefix("runs:/").strip("/").split("/")[0]

@@ -150,9 +150,11 @@ def fit(cfg: DictConfig) -> RunResult:
             _log_artifacts(logger, cfg, task, datamodule)
             logger.experiment.log_metric(logger.run_id, "train/minutes", (time.time() - t0) / 60)
             logger.experiment.set_terminated(logger.run_id, "FINISHED")  # only now: the cache may reuse it
-    except BaseException:
+    except BaseException as e:
         if logger is not None and logger._initialized:
-            try:
+            try:  # the reason on the run (a full disk while logging artifacts, a crash): never FINISHED without them
+                first = str(e).splitlines()[0] if str(e) else ""
+                logger.experiment.set_tag(logger.run_id, "error", f"{type(e).__name__}: {first}"[:500])
                 logger.experiment.set_terminated(logger.run_id, "FAILED")
             except Exception:
                 pass
