@@ -64,6 +64,18 @@ def test_predict_writes_one_annotated_image_per_input_and_coco_results(compose, 
     results = json.loads((out / "predictions.json").read_text())
     assert results and {r["image_id"] for r in results} <= {"im0", "im1", "im2"}
     assert all(len(r["bbox"]) == 4 and 0 <= r["score"] <= 1 for r in results)
+    # the checkpoint names its classes: the synthetic set's shapes, though no data config lists them
+    assert {r["category_name"] for r in results} <= {"ellipse", "rectangle", "triangle", "cross", "ring", "star"}
+
+
+def test_a_checkpoint_carries_its_class_names(compose, trained):
+    from bagof.data.synthetic import CLASSES
+    from bagof.models.weights import saved_classes
+
+    ckpt, _ = trained
+    assert saved_classes(str(ckpt)) == list(CLASSES)
+    cfg = compose([*SMOKE, f"model.weights={ckpt}"])
+    assert cfg.data.classes is None and predict_cli.class_names(cfg, eval_cli.load_model(cfg)) == list(CLASSES)
 
 
 def test_predict_on_a_video_writes_one_annotated_frame_per_frame(compose, trained, tmp_path):
@@ -100,8 +112,12 @@ def test_onnx_export_matches_torch(compose, trained, tmp_path):
     ckpt, _ = trained
     cfg = compose([*SMOKE, f"model.weights={ckpt}"])
     model = eval_cli.load_model(cfg)
-    diff = export_cli.export_onnx(model, cfg.data.img_size, tmp_path / "m.onnx")
+    diff = export_cli.export_onnx(model, cfg.data.img_size, tmp_path / "m.onnx", ["a", "b"])
     assert diff < 1e-4
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["names"]) == ["a", "b"]  # the class names travel with the file
 
 
 def test_darknet_export_of_a_network_no_cfg_describes_is_refused(compose, trained, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -102,6 +103,8 @@ def fit(cfg: DictConfig) -> RunResult:
         logger.experiment.set_tag(logger.run_id, "data_issues", dict(datamodule.issues) or "none")
         for k, v in run_tags(cfg).items():
             logger.experiment.set_tag(logger.run_id, k, v)
+        if getattr(datamodule, "class_names", None):  # what the model's class indices are
+            logger.experiment.set_tag(logger.run_id, "bagof.classes", json.dumps(datamodule.class_names)[:5000])
     # training-time features that hook into the loop (CmBN, SAT, DropBlock's schedule) come from toggles
     features = [hydra.utils.instantiate(c) for c in (t.get("callbacks") or {}).values()]
     run_id = logger.run_id if logger is not None else None

@@ -26,6 +26,7 @@ from ..errors import BagofError
 from ..eval import coco_evaluate, to_coco_results
 from ..launch import TAG_KIND
 from ..models.fuse import fuse_conv_bn
+from ..models.weights import saved_classes
 from ..ops.postprocess import detect
 from ..train import build_logger, local_weights, resolve_config
 from ..utils.precision import autocast_for
@@ -38,7 +39,10 @@ def load_model(cfg: DictConfig):
     if not cfg.model.get("weights"):
         raise BagofError("model.weights=<.ckpt | .weights | runs:/<run id>> is required: the weights to use")
     try:
-        return hydra.utils.instantiate(cfg.model, _convert_="all", **local_weights(cfg)).eval()
+        local = local_weights(cfg)
+        model = hydra.utils.instantiate(cfg.model, _convert_="all", **local).eval()
+        model.bagof_classes = saved_classes(local.get("weights", cfg.model.weights))  # names the checkpoint carries
+        return model
     except Exception as e:  # Hydra wraps the loader's error: show that one, not the wrapper's traceback
         cause = e
         while cause is not None and not isinstance(cause, BagofError):

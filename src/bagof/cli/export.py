@@ -23,6 +23,7 @@ from torch import nn
 from ..config import compose_config
 from ..errors import BagofError
 from .eval import load_model
+from .predict import class_names
 
 
 class Decoded(nn.Module):
@@ -36,8 +37,9 @@ class Decoded(nn.Module):
         return self.model.decode(self.model(images))
 
 
-def export_onnx(model: nn.Module, size: int, out: Path) -> float:
-    """Writes ``out``; returns the max abs difference of onnxruntime's output from torch's (batch of 2)."""
+def export_onnx(model: nn.Module, size: int, out: Path, names: list[str] | None = None) -> float:
+    """Writes ``out`` (with the class names as the metadata ``names``, a JSON list, as ultralytics' exports carry
+    them); returns the max abs difference of onnxruntime's output from torch's (batch of 2)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -49,6 +51,14 @@ def export_onnx(model: nn.Module, size: int, out: Path) -> float:
         net, (x,), str(out), input_names=["images"], output_names=["detections"],
         dynamic_shapes={"images": {0: batch}}, dynamo=True, optimize=True,
     )  # fmt: skip
+    if names:
+        import json
+
+        import onnx
+
+        proto = onnx.load(str(out))
+        onnx.helper.set_model_props(proto, {"names": json.dumps(list(names))})
+        onnx.save(proto, str(out))
     with torch.no_grad():
         ref = net(x).numpy()
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -79,9 +89,10 @@ def main(argv: list[str]) -> None:
                 export_darknet(model, cfg.model.darknet_cfg, out)
             except ValueError as e:
                 raise BagofError(f"--format darknet: {e}") from None
-            print(f"bagof export: {out} (Darknet, for {cfg.model.darknet_cfg})")
+            out.with_suffix(".names").write_text("\n".join(class_names(cfg, model)) + "\n")  # Darknet's names file
+            print(f"bagof export: {out} and {out.with_suffix('.names')} (Darknet, for {cfg.model.darknet_cfg})")
         else:
-            diff = export_onnx(model, cfg.data.img_size, out)
+            diff = export_onnx(model, cfg.data.img_size, out, class_names(cfg, model))
             print(f"bagof export: {out} (ONNX; onnxruntime vs torch max abs difference {diff:.2e})")
     except BagofError as e:
         sys.exit(f"error: {e}")

@@ -5,8 +5,9 @@ saved weights on images, a folder of images or a video.
 Writes into ``--out`` (default ``outputs/predict/<time>/``) one annotated image per input image (a video:
 per frame, as ``<name>_<frame>.jpg``) with class names and scores, and ``predictions.json`` in the COCO
 results format (``image_id`` is the input's file name, ``category_id`` the class index, ``bbox`` x, y, w, h in
-the input's pixels). Class names come from ``data.classes`` or the data's annotation file (COCO's 80 names for
-``data=coco`` without the dataset: ../shared/reference/darknet-cfg/coco.names), else are numbers.
+the input's pixels). Class names come from the checkpoint (a bagof run saves its classes in it), else from
+``data.classes`` (COCO's 80 names for ``data=coco`` without the dataset: ../shared/reference/darknet-cfg/coco.names),
+else are numbers; predictions.json holds them as ``category_name``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
 
-def class_names(cfg) -> list[str]:
+def class_names(cfg, model=None) -> list[str]:
+    """The names of the class indices: those the checkpoint carries (a bagof run saves them), else the data
+    config's list, else COCO's 80 beside the Darknet cfg, else numbers."""
+    saved = getattr(model, "bagof_classes", None)
+    if saved:
+        return list(saved)
     if cfg.data.get("classes"):
         return list(cfg.data.classes)
     names = Path(OmegaConf.select(cfg, "model.darknet_cfg") or "").with_name("coco.names")
@@ -106,7 +112,7 @@ def draw(img: np.ndarray, dets: np.ndarray, names: list[str]) -> np.ndarray:
 def run(source: str, out: str | None, conf: float, iou: float, overrides: list[str]) -> Path:
     cfg = compose_config(overrides)
     model = inference_model(cfg)
-    names = class_names(cfg)
+    names = class_names(cfg, model)
     folder = Path(out or Path(cfg.paths.root) / "outputs" / "predict" / time.strftime("%Y%m%d-%H%M%S"))
     folder.mkdir(parents=True, exist_ok=True)
     post = {**OmegaConf.to_container(cfg.train.postprocess), "conf_thresh": conf, "iou_thresh": iou}
@@ -120,7 +126,16 @@ def run(source: str, out: str | None, conf: float, iou: float, overrides: list[s
         dets = predict(model, x, [meta], post, str(cfg.train.precision))[0].float().numpy()
         cv2.imwrite(str(folder / f"{name}.jpg"), draw(img, dets, names))
         for x1, y1, x2, y2, s, c in dets.tolist():
-            results.append({"image_id": name, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+            label = names[int(c)] if int(c) < len(names) else str(int(c))
+            results.append(
+                {
+                    "image_id": name,
+                    "category_id": int(c),
+                    "category_name": label,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": s,
+                }
+            )
         n += 1
         bar.set_postfix(detections=len(results), refresh=False)
     (folder / "predictions.json").write_text(json.dumps(results))

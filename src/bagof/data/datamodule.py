@@ -286,6 +286,11 @@ class DetectionDataModule(L.LightningDataModule):
     def categories(self) -> list[dict]:
         return self.val_set.coco["categories"]
 
+    @property
+    def class_names(self) -> list[str]:
+        """The names of the class indices the model predicts (saved in checkpoints and on the MLflow run)."""
+        return [c["name"] for c in self.categories]
+
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(
             ds,

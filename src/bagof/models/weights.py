@@ -56,6 +56,20 @@ def load_weights(model: nn.Module, source: str, darknet_cfg: str | None = None) 
     return model
 
 
+def saved_classes(source: str | None) -> list[str] | None:
+    """The class names a bagof checkpoint carries (``checkpoint["bagof"]["classes"]``); None for other files."""
+    if not source or not str(source).endswith(".ckpt") or not Path(source).is_file():
+        return None
+    import torch
+
+    try:
+        obj = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not readable as weights only: no names to report (load_weights says what is wrong)
+        return None
+    names = (obj.get("bagof") or {}).get("classes") if isinstance(obj, dict) else None
+    return [str(n) for n in names] if names else None
+
+
 def _load_darknet(model: nn.Module, path: Path, darknet_cfg: str | None) -> nn.Module:
     from ..darknet.convert import load_darknet
 

@@ -22,6 +22,14 @@ class TrainingTask(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self.evaluated_now = False  # set when this epoch's validation produced last_metrics
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint carries its class names (``checkpoint["bagof"]["classes"]``), so predict, eval and export
+        name what they see without a data config."""
+        dm = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(dm, "class_names", None) or [])
+        if names:
+            checkpoint.setdefault("bagof", {})["classes"] = names
+
     def configure_optimizers(self):
         cfg = dict(self.opt_cfg)
         name, wd = cfg.pop("name"), cfg.pop("weight_decay", 0.0)
