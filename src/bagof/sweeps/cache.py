@@ -7,11 +7,7 @@ act only through the keys they set, so they are left out too. ``data.tune`` (the
 read by the search alone, and ``task: detect`` / ``model.backbone_weights: null`` / ``model.specials: {}``
 are what a config without those keys meant before they existed.
 
-A fix confined to one feature may instead add a key that the fixed code reads to that feature's config, so only
-the rows using it get a new hash and the others keep their cached runs: ``train.callbacks.cmbn.stats_dtype``
-(code 0.4.0's CmBN computed its statistics in bfloat16 under autocast) and ``train.callbacks.cmbn.grad`` (its
-backward was not the reference's); ``loss.sigma_const`` and ``loss.uc_weight`` in conf/bos/gaussian.yaml (code
-0.4.0's Gaussian YOLO used the textbook NLL, not the reference's).
+A change to results bumps ``bagof.__version__`` (CHANGELOG.md says which results it invalidated).
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
 VOLATILE_SCALE = ("ga_fraction", "classify", "detect")
 VOLATILE_TRAIN = (
     *("progress_bar", "log_every_n_steps", "threads", "accelerator", "devices", "strategy", "resume"),
-    "cudnn_benchmark",  # speed only. The memory layout (channels_last) is in: its rounding moved AP (code 0.5.0)
+    "cudnn_benchmark",  # speed only; the memory layout (channels_last) is in: the two layouts round differently
 )
 
 

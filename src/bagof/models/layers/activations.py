@@ -13,15 +13,15 @@ from torch.nn import functional as F
 
 log = logging.getLogger(__name__)
 
-# Mish on CPU: PyTorch's kernel evaluates exp, log1p and tanh per element, and the profile of a cpu-scale
-# training step spends ~25% of its time there. x * tanh(softplus(x)) == x * n / (n + 2) with n = e^x (e^x + 2),
-# and its derivative t + x * sigmoid(x) * (1 - t^2), t = n / (n + 2), needs the same single exp: both are
-# compiled once per process by torch.compile's CPU backend into one fused loop (no such kernel in PyTorch or
-# a library; measured 2.3x (fp32) and 4x (bf16) faster forward + backward than F.mish). e^x saturates at
-# x = 20, where t == 1 in float32. Elsewhere (CUDA, tracing, export, no compiler) F.mish is used. NHWC tensors
-# (train.channels_last) are read and written in their own memory order, without a copy. After the first call the
-# compiled kernels are called directly (`_direct`), small tensors on one thread: the same kernels, 1.15x YOLOv4's
-# cpu-scale training step (2 threads, 2026-12-07).
+# Mish on CPU: PyTorch's kernel evaluates exp, log1p and tanh per element, a large share of a cpu-scale training
+# step. x * tanh(softplus(x)) == x * n / (n + 2) with n = e^x (e^x + 2), and its derivative
+# t + x * sigmoid(x) * (1 - t^2), t = n / (n + 2), needs the same single exp: both are compiled once per process by
+# torch.compile's CPU backend into one fused loop (no such kernel in PyTorch or a library; its speed against F.mish:
+# docs/benchmarks.md). e^x saturates at x = 20, where t == 1 in float32. Elsewhere (CUDA, tracing, export, no
+# compiler) F.mish is used. NHWC tensors (train.channels_last) are read and written in their own memory order,
+# without a copy. After the first call the compiled kernels are called directly (`_direct`), skipping
+# torch.compile's per-call guards, and small tensors run on one thread, where waking the other costs more than the
+# loop: the same kernels, the same bits.
 FAST_MISH = True  # `make bench` turns it off to time the previous implementation in the same invocation
 _compiled: dict[object, object] = {}  # torch.compile's functions, the kernels kept from them, readiness per dtype
 

@@ -11,11 +11,11 @@ the accumulated statistics in place of the mini-batch's (normalize_delta / cuDNN
 and variance): the current mini-batch is differentiated as if the statistics were its own,
 ``dx = (gamma / (N sigma)) (N dy - sum dy - x_hat sum(dy x_hat))``, N its elements per channel. ``exact``
 differentiates this module's forward, where the current mini-batch holds only a 1/t share of the statistics
-(code 0.4.0's behaviour; the same at t = 1).
+(the same at t = 1).
 
 The statistics are computed in ``stats_dtype`` (float32, as the reference's BN) whatever the activations' dtype:
 under bfloat16 autocast E[x^2] - E[x]^2 cancels to noise when a channel's mean is large against its spread
-(code 0.4.0 computed them in bfloat16 and its outputs reached sd ~30 where BN's are 1).
+(outputs of sd ~30 where BN's are 1: tests/test_freebies.py).
 
 Written here because no library ships it (torch has BatchNorm and SyncBatchNorm only).
 """
