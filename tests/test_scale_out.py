@@ -151,3 +151,17 @@ def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_pa
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_avx2_emulation_of_make_bench_changes_what_it_claims():
+    """make bench's second half runs with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2: ATen, the Mish
+    kernel's compiler and oneDNN then use AVX2 and the cpu scale picks float32, as on a CPU without bfloat16."""
+    from bagof.cli.bench import EMULATE_AVX2
+
+    code = "import json; from bagof.cli.bench import isa_state; print(json.dumps(isa_state()))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **EMULATE_AVX2}, capture_output=True, text=True, timeout=300
+    )
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state["aten_capability"] == "AVX2" and state["inductor_isa"] == "avx2"
+    assert state["onednn_isa"] == "Intel AVX2" and state["precision"] == "32-true"

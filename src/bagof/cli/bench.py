@@ -12,6 +12,13 @@ noisy), and reports both figures and their ratio:
   float32, and OpenCV DNN's Darknet importer on the same network (yolov4.cfg with our weights, exported) when
   an OpenCV 4.x interpreter is found: ``BAGOF_OPENCV_PYTHON``, or this one if its cv2 is 4.x (the dev extra);
 - evaluation time of the validation split at ``cpu`` scale (forward + decode + NMS + pycocotools).
+
+Both kinds of CPU in one invocation: the training and evaluation parts run natively, then again in a subprocess
+that emulates a CPU without native bfloat16 (most users'): ``ONEDNN_MAX_CPU_ISA=AVX2`` limits oneDNN to AVX2 (no
+AVX-512, no AMX, no bf16 instructions), ``ATEN_CPU_CAPABILITY=avx2`` ATen's vectorised kernels and the Mish
+kernel's compiler (Inductor reads it), and with them ``${fast_precision:}`` resolves to float32. The report
+records what the emulation changed (ATen's capability, Inductor's ISA, oneDNN's ISA as ONEDNN_VERBOSE states it,
+the precision picked) under ``avx2_emulation``.
 """
 
 from __future__ import annotations
@@ -257,8 +264,52 @@ def bench_eval(overrides) -> dict:
     }
 
 
+EMULATE_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def isa_state() -> dict:
+    """What this process computes with: ATen's CPU capability, Inductor's vector ISA, oneDNN's ISA (from a
+    probe with ONEDNN_VERBOSE in a subprocess of the same environment) and the precision the cpu scale picks."""
+    from torch._inductor import cpu_vec_isa
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; torch.nn.functional.conv2d(torch.randn(1, 64, 56, 56), "
+         "torch.randn(64, 64, 3, 3).to(memory_format=torch.channels_last))"],
+        env={**os.environ, "ONEDNN_VERBOSE": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    isa = next((ln.split("isa:", 1)[1].split(",")[0].strip() for ln in probe.stdout.splitlines() if "isa:" in ln), "?")
+    return {
+        "aten_capability": torch.backends.cpu.get_cpu_capability(),
+        "inductor_isa": str(cpu_vec_isa.pick_vec_isa()),
+        "onednn_isa": isa,
+        "precision": fast_precision(),
+    }
+
+
+def bench_avx2(argv: list[str]) -> dict:
+    """The training and evaluation parts again in a subprocess that emulates an AVX2-only CPU."""
+    env = {**os.environ, **EMULATE_AVX2, "BAGOF_BENCH_PART": "emulated"}
+    out = subprocess.run(
+        [sys.executable, "-m", "bagof.cli.bench", *argv], env=env, capture_output=True, text=True, timeout=3600
+    )
+    if out.returncode != 0:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout.split("BENCH-JSON:", 1)[1])
+
+
 def main(argv: list[str]) -> None:
     threads = int(os.environ.get("BAGOF_THREADS", os.cpu_count() or 1))
+    if os.environ.get("BAGOF_BENCH_PART") == "emulated":  # the subprocess of bench_avx2
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        part = {
+            "env": EMULATE_AVX2,
+            "state": isa_state(),
+            "train_cpu_scale": [bench_train(argv), bench_train(["model=cspresnext50_panet_spp", *argv])],
+            "eval_cpu_scale": bench_eval(argv),
+        }
+        print("BENCH-JSON:" + json.dumps(part))
+        return
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     report = {
@@ -272,9 +323,11 @@ def main(argv: list[str]) -> None:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "torch": torch.__version__,
+        "native": isa_state(),
         "train_cpu_scale": [bench_train(argv), bench_train(["model=cspresnext50_panet_spp", *argv])],
         "eval_cpu_scale": bench_eval(argv),
         "latency_paper_yolov4": bench_latency(threads),
+        "avx2_emulation": bench_avx2(argv),
     }
     print(json.dumps(report, indent=2))
     out = Path(os.environ.get("BAGOF_ROOT", ".")) / "reports" / "bench" / "bench.json"
