@@ -385,3 +385,17 @@ def test_a_named_list_file_and_a_folder_that_is_not_a_dataset(compose, tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises((DatasetError, InterpolationResolutionError), match="annotation folder"):
         _module(compose, ["data=voc", f"data.root={tmp_path / 'empty'}"])
+
+
+def test_an_ultralytics_yolo_folder_in_three_keys(compose, tmp_path):
+    root = tmp_path / "shapes"
+    for split, n in (("train", 4), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / "images" / split / f"{split}{i}.jpg"), np.full((32, 48, 3), 40 * i, np.uint8))
+            (root / "labels" / split / f"{split}{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.25 0.5\n")
+    dm = _module(compose, ["data=yolo", f"data.root={root}", "data.classes=[cat,dog]"])
+    assert len(dm.train_set) == 4 and len(dm.val_set) == 2 and dm.class_names == ["cat", "dog"]
+    cfg = compose(["data=yolo", f"data.root={root}", "data.classes=[cat,dog]"])
+    assert cfg.data.name == "shapes" and cfg.data.num_classes == 2 and cfg.model.num_classes == 2

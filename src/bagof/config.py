@@ -115,7 +115,11 @@ def voc_num_classes(root: str, classes) -> int:
     return len(names)
 
 
-for _name, _fn in (("voc_num_classes", voc_num_classes), ("folder_name", lambda p: Path(str(p)).name)):
+for _name, _fn in (
+    ("voc_num_classes", voc_num_classes),
+    ("folder_name", lambda p: Path(str(p)).name),
+    ("len", lambda xs: len(xs)),
+):
     if not OmegaConf.has_resolver(_name):  # cached: a config scans its VOC folder once, however often it is read
         OmegaConf.register_new_resolver(_name, _fn, use_cache=True)
 

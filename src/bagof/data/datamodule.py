@@ -189,9 +189,12 @@ class DetectionDataModule(L.LightningDataModule):
         root: str | None = None,
         val_fraction: float = 0.2,
         split_seed: int = 0,
+        train_dir: str | None = None,
+        val_dir: str | None = None,
     ):
         # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here;
-        # ``root``, ``val_fraction``, ``split_seed`` (conf/data/voc.yaml) reach the readers through the splits' specs
+        # ``root``, ``val_fraction``, ``split_seed`` (conf/data/voc.yaml), ``train_dir``, ``val_dir`` (yolo.yaml)
+        # reach the readers through the splits' specs
         super().__init__()
         self.train_spec, self.val_spec = dict(train), dict(val)
         self.classes = list(classes) if classes else None  # VOC/YOLO: one list for both splits
