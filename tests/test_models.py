@@ -126,3 +126,17 @@ def test_a_thin_nhwc_layer_normalises_in_nchw_with_the_same_result(c_out, nchw_b
         assert torch.allclose(a.grad, b.grad, rtol=5e-2, atol=5e-2 * a.grad.abs().max().item())
     assert torch.allclose(plain[1].running_mean, nhwc[1].running_mean, atol=1e-2)
     assert torch.allclose(plain[1].running_var, nhwc[1].running_var, rtol=1e-2)
+
+
+def test_training_does_not_depend_on_the_experiment_layer():
+    """The run identity (config hash, code version) lives below training: importing the training path loads
+    nothing of the sweeps, the GA search or the launcher that sit above it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bagof.train, bagof.checkpoints, bagof.identity; "
+        "print(sorted(m for m in sys.modules if m.startswith(('bagof.sweeps', 'bagof.search', 'bagof.launch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -17,7 +17,7 @@ import torch
 
 from bagof import config as bagof_config
 from bagof.cli import gpu_check
-from bagof.sweeps.cache import config_hash
+from bagof.identity import config_hash
 
 from .conftest import DATASETS, ROOT, need
 from .test_safety import ONE_ROW, _env, _sweep_file

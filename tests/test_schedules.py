@@ -89,7 +89,7 @@ def test_optimizer_foreach_steps_equal_the_single_tensor_loop_bit_for_bit(name):
 def test_the_papers_recipe_is_a_config_choice(compose):
     """optim=paper: the reference's [net] optimiser (yolov4.cfg) in place of the cpu scale's AdamW, its lengths as
     fractions of training; without it the run is what it was (no key added to the run identity)."""
-    from bagof.sweeps.cache import identity
+    from bagof.identity import identity
 
     cfg = compose(["data=bccd", "optim=paper"])
     assert dict(cfg.train.optimizer) == {"name": "sgd", "lr": 0.0013, "momentum": 0.949, "weight_decay": 0.0005}

@@ -9,8 +9,8 @@ import textwrap
 import mlflow
 import pytest
 
+from bagof.identity import config_hash
 from bagof.sweeps.__main__ import main
-from bagof.sweeps.cache import config_hash
 from bagof.sweeps.report import ci95
 from bagof.sweeps.spec import Row, SweepError, load_sweep
 

@@ -21,7 +21,7 @@ import yaml
 from omegaconf import DictConfig
 
 from .errors import BagofError
-from .sweeps.cache import CODE_VERSION, config_hash, identity
+from .identity import CODE_VERSION, config_hash, identity
 
 CARD = "run.yaml"
 ARTIFACT = "last"  # where Lightning's MLflow logger puts last.ckpt (the file's stem)

@@ -1,6 +1,6 @@
 """Where a run's result came from, recorded on it as MLflow tags: the git commit of the code (and whether the
 tree had uncommitted changes), the arithmetic (precision) and the memory layout. Reports name the commits of
-the runs they use; precision and layout are also in the run identity (``sweeps/cache.py``), so one comparison
+the runs they use; precision and layout are also in the run identity (``identity.py``), so one comparison
 never pairs runs of two kinds."""
 
 from __future__ import annotations

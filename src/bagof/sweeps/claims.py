@@ -26,7 +26,7 @@ import yaml
 from scipy import stats
 
 from ..config import CONFIG_DIR
-from .cache import CODE_VERSION
+from ..identity import CODE_VERSION
 from .report import analysis_of, collect, resampled_values
 from .runner import Invocation, open_sweep_store
 from .spec import SweepError, load_sweep

@@ -20,9 +20,9 @@ import mlflow
 from scipy import stats
 
 from ..eval.resample import MATCHES
+from ..identity import CODE_VERSION
 from ..launch import TAG_KIND
 from ..provenance import GIT_COMMIT, GIT_DIRTY
-from .cache import CODE_VERSION
 from .runner import PRETRAIN_KINDS, Invocation, backbone_from, compose_row, config_hash
 from .spec import Row, Sweep, SweepError
 from .stats import Contrast, analyse, contrast_name

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import compose_config
 from ..features import check_features
+from ..identity import CODE_VERSION, config_hash
 from ..launch import (
     TAG_KIND,
     Interrupted,
@@ -36,7 +37,6 @@ from ..launch import (
     store_lock,
     tracking_uri,
 )
-from .cache import CODE_VERSION, config_hash
 from .spec import TASKS, Row, Sweep
 
 log = logging.getLogger("bagof.sweeps")

@@ -18,7 +18,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import __version__
+from . import __version__
 
 CODE_VERSION = __version__  # bump bagof.__version__ when a change alters training results
 VOLATILE = ("paths", "logger", "experiment", "run_name", "seed", "hydra")
