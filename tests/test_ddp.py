@@ -19,7 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bagof.callbacks.cmbn import CmBN
+from bagof.callbacks import CmBN
 from bagof.data.datamodule import collate
 from bagof.errors import BagofError
 from bagof.models.layers.global_bn import GlobalBatchNorm2d, convert_global_bn

@@ -14,7 +14,7 @@ from bagof.data.mixing import CutMix, MixUp
 from bagof.data.multiscale import MultiScaleBatchSampler
 from bagof.data.transforms import build_train_transform
 from bagof.models.layers.cmbn import CmBatchNorm2d, convert_cmbn
-from bagof.models.layers.dropblock import DropBlock2d
+from bagof.models.specials.dropblock import DropBlock2d
 from bagof.train import train
 
 

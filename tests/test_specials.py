@@ -13,10 +13,11 @@ from bagof.losses.yolo_loss import YoloLoss, gaussian_nll
 from bagof.models.backbones.cspdarknet import DarkResidual
 from bagof.models.detector import YoloDetector
 from bagof.models.layers.activations import Mish
-from bagof.models.layers.attention import SAM
 from bagof.models.layers.fusion import WeightedSum
-from bagof.models.layers.rfb import RFB
-from bagof.models.necks import ASFF, BiFPNNeck
+from bagof.models.necks import BiFPNNeck
+from bagof.models.specials.asff import ASFF
+from bagof.models.specials.rfb import RFB
+from bagof.models.specials.sam import SAM
 from bagof.ops.anchors import YOLOV3_ANCHORS
 from bagof.ops.nms import nms
 from bagof.train import train
@@ -272,8 +273,8 @@ def test_specials_compose_and_train(compose):
 def test_specials_apply_in_placement_order_whatever_the_toggle_order(compose):
     import hydra
 
-    from bagof.models.layers.attention import SAM
-    from bagof.models.necks.asff import ASFF
+    from bagof.models.specials.asff import ASFF
+    from bagof.models.specials.sam import SAM
 
     cfg = compose(["scale=smoke", "+bos=[sam,asff]"])
     assert list(cfg.model.specials) == ["sam", "asff"]  # the order the toggles were given

@@ -1,7 +1,8 @@
-"""Lightning callbacks that implement training-time features; toggles add them under ``train.callbacks``."""
+"""Lightning callbacks that implement training-time features; toggles add them under ``train.callbacks``
+(their ``_target_`` names this package). CmBN's and DropBlock's live in their feature's module, with the layer."""
 
-from .cmbn import CmBN
-from .dropblock import DropBlockSchedule
+from ..models.layers.cmbn import CmBN
+from ..models.specials.dropblock import DropBlockSchedule
 from .ema import EMA
 from .sat import SelfAdversarial
 

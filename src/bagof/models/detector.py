@@ -26,7 +26,7 @@ class YoloDetector(nn.Module):
     optimized set) and rescaled to ``img_size``, so a reduced-resolution run keeps their relative size.
     ``scale_x_y``: grid-sensitivity factor per stride (1.0 = YOLOv3; REFERENCE.md "S").
     ``specials``: the Bag-of-Specials modules between the neck and the heads, ``{name: options}``, built
-    by the registry in ``models/specials.py`` (asff, rfb, sam, dropblock, ...; applied in their placement
+    by the registry in ``models/specials/`` (asff, rfb, sam, dropblock, ...; applied in their placement
     order). ``neck``: ``fpn``, ``pan`` or ``bifpn``.
     ``gaussian``: Gaussian YOLO head (4 uncertainties per box; the score is multiplied by 1 - their mean).
     ``csp``: False builds the backbone without Cross-Stage-Partial connections; ``miwrc`` makes the

@@ -3,7 +3,7 @@
 A batch is processed as T accumulated mini-batches. Mini-batch t is normalised with the mean and
 E[x^2] averaged over mini-batches 1..t of the same batch (weight 1/t each; the earlier ones enter as
 constants, their graphs are gone), so the last mini-batch sees the statistics of the whole batch.
-``reset()`` starts a new batch; the ``bagof.callbacks.CmBN`` callback calls it at every optimizer step
+``reset()`` starts a new batch; the ``CmBN`` callback (below) calls it at every optimizer step
 boundary. In eval mode it is plain BatchNorm with running statistics.
 
 Gradient (``grad``): ``darknet`` (default, the reference's) back-propagates as Darknet's BN backward does with
@@ -22,6 +22,9 @@ Written here because no library ships it (torch has BatchNorm and SyncBatchNorm 
 
 from __future__ import annotations
 
+import logging
+
+import lightning as L
 import torch
 from torch import nn
 
@@ -96,3 +99,35 @@ class CmBatchNorm2d(nn.BatchNorm2d):
 def convert_cmbn(module: nn.Module, stats_dtype: str = "float32", grad: str = "darknet") -> nn.Module:
     """Replaces every BatchNorm2d in ``module`` by a CmBatchNorm2d sharing its parameters and buffers."""
     return replace_batchnorm(module, CmBatchNorm2d, stats_dtype=stats_dtype, grad=grad)
+
+
+# Table 4 "CBN" in the loop (a Lightning callback, train.callbacks.cmbn): turns the model's BatchNorm layers into
+# CmBN and starts their accumulation window at every batch (every ``train.accumulate`` mini-batches, where
+# Lightning steps the optimizer).
+log = logging.getLogger("bagof")
+
+
+class CmBN(L.Callback):
+    def __init__(self, stats_dtype: str = "float32", grad: str = "darknet"):
+        stats_dtype_of(stats_dtype)  # a wrong name fails at instantiation, naming the choices
+        self.stats_dtype, self.grad = stats_dtype, check_grad(grad)
+
+    def setup(self, trainer, pl_module, stage):
+        if trainer.world_size > 1:  # its window spans one process's mini-batches; a global one is not written
+            raise BagofError(
+                f"CmBN (+bof=cmbn) accumulates statistics over one process's mini-batches and does not run under "
+                f"DDP ({trainer.world_size} processes): train on one device (train.devices=1), or use "
+                "train.sync_batchnorm=true for BatchNorm over the global batch instead"
+            )
+        convert_cmbn(pl_module.model, self.stats_dtype, self.grad)
+        if trainer.accumulate_grad_batches == 1:
+            log.warning(
+                "CmBN with train.accumulate=1 is plain BatchNorm: split the batch into mini-batches "
+                "(e.g. data.batch_size=4 train.accumulate=2) for it to differ"
+            )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx % trainer.accumulate_grad_batches == 0:
+            for m in pl_module.model.modules():
+                if isinstance(m, CmBatchNorm2d):
+                    m.reset()

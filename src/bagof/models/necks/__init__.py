@@ -1,8 +1,7 @@
-from .asff import ASFF
 from .bifpn import BiFPNNeck
 from .yolo_neck import YoloNeck
 
-__all__ = ["ASFF", "BiFPNNeck", "YoloNeck", "build_neck"]
+__all__ = ["BiFPNNeck", "YoloNeck", "build_neck"]
 
 
 def build_neck(in_channels, channels, kind: str = "pan", spp: bool = True, act: str = "leaky"):

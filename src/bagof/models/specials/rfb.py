@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..specials import PerLevel, register_special
-from .activations import create_act
-from .conv import ConvBNAct
+from ..layers.activations import create_act
+from ..layers.conv import ConvBNAct
+from .registry import PerLevel, register_special
 
 
 class RFB(nn.Module):

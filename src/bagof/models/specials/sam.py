@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..specials import PerLevel, register_special
-from .conv import ConvBNAct
+from ..layers.conv import ConvBNAct
+from .registry import PerLevel, register_special
 
 
 class SAM(nn.Module):

@@ -1,6 +1,6 @@
 """DropBlock (Ghiasi et al. 2018; REFERENCE.md "DropBlock"): drops block_size x block_size regions.
 
-``drop_prob`` is the target fraction of dropped units; ``bagof.callbacks.DropBlockSchedule`` ramps the
+``drop_prob`` is the target fraction of dropped units; ``DropBlockSchedule`` (the callback below) ramps the
 live value linearly from 0 to it over training (the reference ramps keep probability and block size).
 The block is clipped to the feature map, since reduced-scale maps can be smaller than 7x7.
 Written here because torchvision's ``drop_block2d`` is the only library version and torchvision is not
@@ -9,11 +9,12 @@ a dependency of this project.
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..specials import PerLevel, register_special
+from .registry import PerLevel, register_special
 
 
 class DropBlock2d(nn.Module):
@@ -42,5 +43,19 @@ class DropBlock2d(nn.Module):
 
 @register_special("dropblock", rank=40)
 def dropblock(channels, act, drop_prob: float = 0.1, block_size: int = 7):
-    """DropBlock on each neck output (its probability ramped by callbacks.DropBlockSchedule)."""
+    """DropBlock on each neck output (its probability ramped by DropBlockSchedule)."""
     return PerLevel(DropBlock2d(drop_prob, block_size) for _ in channels)
+
+
+# Its linear schedule (a Lightning callback, train.callbacks.dropblock: the drop probability grows from 0 to its
+# target over ``ramp`` of training).
+class DropBlockSchedule(L.Callback):
+    def __init__(self, ramp: float = 1.0):
+        self.ramp = ramp  # fraction of the optimizer steps over which the probability ramps up
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        total = max(1, int(trainer.estimated_stepping_batches))
+        progress = trainer.global_step / max(1.0, self.ramp * total)
+        for m in pl_module.model.modules():
+            if isinstance(m, DropBlock2d):
+                m.progress = progress

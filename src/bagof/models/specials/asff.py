@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct
-from ..specials import register_special
+from .registry import register_special
 
 
 def _resize(c_from: int, c_to: int, steps: int, act: str) -> nn.Module:
