@@ -397,6 +397,15 @@ def test_unknown_train_key_and_wrong_types_are_config_errors(compose):
         check_features(compose(["data.batch_size=four"]))
     with pytest.raises(BagofError, match="train.optimizer.lr='fast': expected a number"):
         check_features(compose(["train.optimizer.lr=fast"]))
+    # the types come from the config files (no hand-kept table): an integer there stays an integer
+    with pytest.raises(BagofError, match="data.batch_size=4.5: expected an integer"):
+        check_features(compose(["data.batch_size=4.5"]))
+    with pytest.raises(BagofError, match="loss.ignore_thresh='high': expected a number"):
+        check_features(compose(["loss.ignore_thresh=high"]))
+    check_features(compose(["train.scheduler.burn_in=1000", "model.width=1"]))  # an int where floats are: fine
+    import bagof.schema
+
+    assert not hasattr(bagof.schema, "TYPES")
 
 
 def test_finished_only_after_artifacts(compose, tmp_path):

@@ -1,10 +1,12 @@
 """Config checks that Hydra cannot make: keys under ``train`` that nothing reads (``+train.max_epoch=3``
 would otherwise be accepted and ignored) and values of the wrong type (``data.batch_size=four`` would
-otherwise fail deep inside the data loader). Run at config time by ``features.check_features``."""
+otherwise fail deep inside the data loader), the types read from the config files themselves. Run at config
+time by ``features.check_features``."""
 
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,31 +17,34 @@ from .errors import BagofError
 # keys that toggles add under train (conf/bof/*: Lightning callbacks of training-time features)
 TRAIN_EXTRA = ("callbacks",)
 INT, FLOAT = (int,), (int, float)
-TYPES = {
-    "seed": INT,
-    "data.batch_size": INT,
-    "data.img_size": INT,
-    "data.num_workers": INT,
-    "data.num_classes": INT,
-    "data.cache_ram_mb": FLOAT,
-    "data.mosaic": FLOAT,
-    "train.max_epochs": INT,
-    "train.accumulate": INT,
-    "train.eval_every": INT,
-    "train.log_every_n_steps": INT,
-    "train.optimizer.lr": FLOAT,
-    "train.optimizer.momentum": FLOAT,
-    "train.optimizer.weight_decay": FLOAT,
-    "train.scheduler.burn_in": FLOAT,
-    "train.postprocess.conf_thresh": FLOAT,
-    "train.postprocess.iou_thresh": FLOAT,
-    "train.postprocess.max_det": INT,
-    "model.width": FLOAT,
-    "model.depth": FLOAT,
-    "train.limit_train_batches": FLOAT,
-    "train.limit_val_batches": FLOAT,
-    "train.threads": INT,
-}
+TYPED = ("seed", "data", "model", "train", "loss")  # the parts of a config whose numbers are checked
+
+
+@functools.lru_cache(maxsize=1)
+def reference_types() -> dict[str, tuple[type, ...]]:
+    """The type of every number the default configuration sets, read from the config files themselves (the
+    default composition, conf/config.yaml): an integer there must stay an integer, a float may be any number.
+    No hand-kept table: a key added to a config file is checked from then on. A key whose default is null
+    (``train.threads``, ``train.limit_train_batches``) has no type there and is not checked."""
+    from .config import compose_config
+
+    ref = OmegaConf.to_container(compose_config([]), resolve=True)
+    out: dict[str, tuple[type, ...]] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        elif isinstance(node, bool):
+            return
+        elif isinstance(node, int):
+            out[prefix] = INT
+        elif isinstance(node, float):
+            out[prefix] = FLOAT
+
+    for part in TYPED:
+        walk({part: ref.get(part)}, "")
+    return out
 
 
 class ConfigError(BagofError):
@@ -58,7 +63,7 @@ def check_config(cfg: DictConfig) -> None:
                 f"unknown key {text}: nothing reads it; the keys under train are in "
                 f"conf/train/default.yaml ({', '.join(sorted(known))})"
             )
-    for key, types in TYPES.items():
+    for key, types in reference_types().items():
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=False)
         except Exception:  # an interpolation that fails resolves (with its own message) later
