@@ -51,3 +51,18 @@ def test_no_import_cycles():
     for m in sorted(graph):
         visit(m)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles[:10])
+
+
+def test_every_sweep_rows_identity_is_the_recorded_one(monkeypatch):
+    """A refactor leaves every table row's config hash (its result-cache identity) as it was; a change meant to
+    alter results bumps the code version and rewrites tests/data/row_hashes.json (`python -m tests.row_hashes`)."""
+    import json
+
+    from .conftest import DATASETS
+    from .row_hashes import OUT, row_hashes
+
+    monkeypatch.setenv("BAGOF_DATASETS", str(DATASETS))
+    want = json.loads(OUT.read_text())
+    got = row_hashes()
+    changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    assert not changed, f"{len(changed)} rows changed identity, e.g. {changed[:5]}"

@@ -244,8 +244,9 @@ def test_a_signal_while_a_row_is_composed_stops_the_sweep_not_the_row(monkeypatc
     Exception`` that records a broken row as FAILED and goes on: it must still stop the driver."""
     from bagof.launch import Interrupted, interruptible
     from bagof.sweeps import runner
-    from bagof.sweeps.runner import Invocation, Store
+    from bagof.sweeps.invocation import Invocation
     from bagof.sweeps.spec import load_sweep
+    from bagof.sweeps.store import Store
 
     def compose_row(*a):
         os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
@@ -303,7 +304,8 @@ def test_a_run_that_finishes_while_another_sweep_claims_it_is_reused_not_retrain
     from filelock import FileLock
 
     from bagof.sweeps import runner
-    from bagof.sweeps.runner import Job, Store, claim
+    from bagof.sweeps.runner import Job, claim
+    from bagof.sweeps.store import Store
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("tables")

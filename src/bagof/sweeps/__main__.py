@@ -19,18 +19,18 @@ from collections import Counter
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
 from ..launch import TAG_KIND, open_store
+from .invocation import Invocation, compose_base
 from .report import (
     analysis_of,
-    collect,
     header_for,
     invocations_line,
     report_dir,
-    resampled_values,
     rule_changed,
     write_report,
 )
-from .runner import Invocation, compose_base, run_sweep
+from .runner import run_sweep
 from .spec import SweepError, load_sweep
+from .store import collect, resampled_values
 
 log = logging.getLogger("bagof.sweeps")
 

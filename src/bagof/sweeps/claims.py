@@ -27,10 +27,11 @@ from scipy import stats
 
 from ..config import CONFIG_DIR
 from ..identity import CODE_VERSION
-from .report import analysis_of, collect, resampled_values
-from .runner import Invocation, open_sweep_store
+from .invocation import Invocation
+from .report import analysis_of
 from .spec import SweepError, load_sweep
 from .stats import Contrast
+from .store import collect, open_sweep_store, resampled_values
 
 log = logging.getLogger("bagof.claims")
 SWEEPS_DIR = Path(CONFIG_DIR).parent / "sweeps"

@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 from ..launch import TAG_KIND
-from .report import ci95, collect
-from .runner import Invocation, open_sweep_store
+from .invocation import Invocation
+from .report import ci95
 from .spec import load_sweep
+from .store import collect, open_sweep_store
 
 
 def epochs_of(row) -> int:

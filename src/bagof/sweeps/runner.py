@@ -16,122 +16,18 @@ import shlex
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ..config import compose_config
-from ..features import check_features
 from ..identity import CODE_VERSION, config_hash
-from ..launch import (
-    TAG_KIND,
-    Interrupted,
-    WorkerPool,
-    experiment_id,
-    fail_abandoned,
-    hardware,
-    interruptible,
-    open_store,
-    owner_alive,
-    owner_tags,
-    store_lock,
-    tracking_uri,
-)
-from .spec import TASKS, Row, Sweep
+from ..launch import TAG_KIND, Interrupted, WorkerPool, fail_abandoned, hardware, interruptible, owner_alive, owner_tags
+from .invocation import Invocation, compose_pretrain, compose_row
+from .spec import Row, Sweep
+from .store import PRETRAIN_KINDS, Store, backbone_from, find_finished, find_row, open_sweep_store
 
 log = logging.getLogger("bagof.sweeps")
 WAIT_POLL = 5.0  # seconds between looks at a run another invocation is training
-
-
-@dataclass
-class Invocation:
-    """What a `make tableN` call asked for; stored as the parent run's params and tags."""
-
-    scale: str
-    data: str
-    seeds: int
-    jobs: int = 1
-    force: bool = False
-    extra: tuple[str, ...] = ()
-    launcher: str = "local"
-    slurm: tuple[str, ...] = ()  # key=value options for submitit (partition=..., gpus_per_node=...)
-    command: str = ""  # the command line, for the report's header
-    row_seeds: dict[str, int] = field(default_factory=dict)  # seeds per row where an old invocation varied them
-
-    def seeds_of(self, label: str) -> int:
-        return self.row_seeds.get(label, self.seeds)
-
-    def follows(self, sweep: Sweep) -> bool:
-        """Whether this invocation trains the sweep's declared design (else its report is exploratory)."""
-        return self.seeds == sweep.design.seeds and not self.row_seeds
-
-    def overrides(self, sweep: Sweep, row: Row, seed: int) -> list[str]:
-        return [
-            f"task={TASKS[sweep.task]}",
-            f"data={self.data}",
-            f"scale={self.scale}",
-            *sweep.overrides,
-            *row.hydra_overrides(self.scale),
-            *self.extra,
-            f"seed={seed}",
-            f"experiment={sweep.name}",
-        ]
-
-
-def compose_row(sweep: Sweep, row: Row, inv: Invocation, seed: int, extra: list[str] = ()) -> DictConfig:
-    """The row's config; contradictory toggles or a table run without MLflow fail here, at config time."""
-    cfg = compose_config(inv.overrides(sweep, row, seed) + list(extra))
-    check_features(cfg)
-    if "_target_" not in cfg.logger:
-        raise ValueError("table rows are logged to MLflow: remove logger=none from the overrides")
-    return cfg
-
-
-def find_finished(client, exp_id: str | None, chash: str, seed: int, kinds=("row",)):
-    """The latest FINISHED run of this config and seed under this code version: in ``exp_id``, or in any
-    experiment when None (a pretrained classifier is the same run whichever table trained it)."""
-    ids = [exp_id] if exp_id else [e.experiment_id for e in client.search_experiments()]
-    for k in kinds:
-        runs = client.search_runs(
-            ids,
-            f"tags.config_hash = '{chash}' and tags.seed = '{seed}' and tags.code_version = '{CODE_VERSION}' "
-            f"and tags.`{TAG_KIND}` = '{k}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if runs:
-            return runs[0]
-    return None
-
-
-PRETRAIN_KINDS = ("pretrain", "row")  # a classifier row of Table 2/3 serves as Table 6's pretraining too
-
-
-def find_row(client, exp_id: str, chash: str, seed: int):
-    """A row's finished run: in its table's experiment, else the same config and seed trained by another sweep
-    (Table 4's baseline by the noise study, a row two tables share) or a classifier that Table 6 pretrained.
-    The config hash covers everything that changes results, so these are the same run."""
-    return find_finished(client, exp_id, chash, seed) or find_finished(client, None, chash, seed, PRETRAIN_KINDS)
-
-
-def compose_pretrain(sweep: Sweep, row: Row, inv: Invocation, seed: int) -> DictConfig:
-    """The classifier a Table 6 row starts from: its own data (default the CIFAR-10 subset), task=classify,
-    its toggles; not the table's detection overrides nor the command's extra overrides."""
-    pre = row.pretrain_row()
-    cls_sweep = replace(sweep, task="classification", overrides=[])
-    return compose_row(cls_sweep, pre, replace(inv, data=row.pretrain.get("data", "cifar10_subset"), extra=()), seed)
-
-
-def backbone_from(client, sweep: Sweep, row: Row, inv: Invocation, seed: int) -> list[str]:
-    """``[model.backbone_weights=runs:/<id>]`` for a row with ``pretrain`` (its classifier's finished run),
-    ``[]`` without; LookupError when that classifier has no finished run yet."""
-    if row.pretrain is None:
-        return []
-    cfg = compose_pretrain(sweep, row, inv, seed)
-    run = find_finished(client, None, config_hash(cfg), seed, PRETRAIN_KINDS)
-    if run is None:
-        raise LookupError(f"its pretrained classifier ({row.pretrain_row().label}, seed {seed}) has no finished run")
-    return [f"model.backbone_weights=runs:/{run.info.run_id}"]
 
 
 @dataclass
@@ -144,28 +40,6 @@ class Job:
     seed: int
     kind: str = "row"  # "row" or "pretrain"
     tags: dict = field(default_factory=dict)
-
-
-@dataclass
-class Store:
-    """The store this invocation writes to, opened once."""
-
-    client: object
-    lock: object
-    exp_id: str
-    parent_id: str = ""
-
-
-def open_sweep_store(sweep_name: str) -> Store:
-    base = compose_base()
-    uri = tracking_uri(base)
-    client = open_store(uri, base.paths.root)
-    lock = store_lock(uri, base.paths.root)
-    return Store(client, lock, experiment_id(client, sweep_name, base.logger.artifact_location, lock))
-
-
-def compose_base() -> DictConfig:
-    return compose_config(["logger=mlflow"])
 
 
 def run_sweep(sweep: Sweep, inv: Invocation) -> tuple[str, list[dict], Interrupted | None]:
