@@ -123,4 +123,4 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         env=dict(os.environ, BAGOF_ROOT=str(tmp_path)),
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert f"VOC split file not found: {env_root}/BCCD/ImageSets/Main/test.txt" in out.stderr
+    assert f"VOC dataset folder not found: {env_root}/BCCD (set the dataset's path" in out.stderr

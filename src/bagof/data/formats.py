@@ -125,7 +125,10 @@ def voc_folders(root: str | Path) -> tuple[Path, Path]:
     """(annotation folder, image folder) of a VOC-style export under any of the common names."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"data.root={root} is not a folder (set data.root to the dataset's folder)")
+        raise DatasetError(
+            f"VOC dataset folder not found: {root} (set the dataset's path: data.root=DIR for data=voc, "
+            "BAGOF_DATASETS or paths.datasets for the bundled sets)"
+        )
     ann = next((root / d for d in ANNOTATION_DIRS if (root / d).is_dir()), None)
     img = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), None)
     if ann is None or img is None:
