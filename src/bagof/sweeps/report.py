@@ -148,10 +148,11 @@ def render(
         f"({sweep.baseline}) in the model {key} ~ row + seed fitted to the whole table (seeds as blocks, the "
         "seed variance pooled over the rows), ± its 95% half-interval; the test-set sd is how far Δ moves over "
         "resamples of the test images, included in both intervals; the adjusted interval is simultaneous "
-        f"(Bonferroni) at {sweep.design.alpha:g}, and the verdict is {adj}'s at that level: holds / contradicts "
-        "(the paper's sign or not), differs (no paper figure), or inconclusive. Seeds: seeds with a finished run; "
-        "runs: every finished run of the row's config in the store (all are used; a seed run twice counts once, "
-        "as the mean of its runs).",
+        f"(Bonferroni) at {sweep.design.alpha:g}, and the verdict is {adj}'s at that level (Holm's later steps are "
+        "less strict than Bonferroni, so a verdict may stand where that interval still touches zero): holds / "
+        "contradicts (the paper's sign or not), differs (no paper figure), or inconclusive. Seeds: seeds with a "
+        "finished run; runs: every finished run of the row's config in the store (all are used; a seed run twice "
+        "counts once, as the mean of its runs).",
         "",
     ]
     md.append("| " + " | ".join(cols) + " |")
