@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import mlflow
 import pytest
 
 from .test_safety import _descendants, _env, _survivors, _sweep_file, _wait_for
-from .test_scale_out import _free_port
+from .test_scale_out import _free_port, mlflow_server, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -37,37 +36,6 @@ ROWS = """\
   paper: {AP: 39.1, AP50: 61.8, AP75: 42.0}
 """
 SEEDS = 2
-
-
-def _server(tmp_path, port):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
-        + ["--artifacts-destination", str(tmp_path / "served"), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, "mlflow server did not start"
-            time.sleep(0.5)
-
-
-def _stop(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _sweep(tmp_path, path, uri, out, **kw):
@@ -107,7 +75,7 @@ def test_a_sweep_survives_kills_a_server_restart_and_ctrl_c(tmp_path):
 
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _server(tmp_path, port)
+    server = mlflow_server(tmp_path, port)
     client = mlflow.MlflowClient(uri)
 
     def runs():
@@ -123,9 +91,9 @@ def test_a_sweep_survives_kills_a_server_restart_and_ctrl_c(tmp_path):
         os.kill(victim, signal.SIGKILL)
         # 2. the tracking server restarts while the other job (and the next one) log to it
         time.sleep(rng.uniform(1, 3))
-        _stop(server)
+        stop_group(server)
         time.sleep(rng.uniform(1, 3))
-        server = _server(tmp_path, port)
+        server = mlflow_server(tmp_path, port)
         # 3. Ctrl-C once a run has finished after the restart, with jobs in flight
         assert _wait_for(lambda: sum(r.info.status == "FINISHED" for r in runs()) >= 1, 900)
         time.sleep(rng.uniform(0, 2))
@@ -147,4 +115,4 @@ def test_a_sweep_survives_kills_a_server_restart_and_ctrl_c(tmp_path):
         assert any(r.info.status == "FAILED" and "worker died" in r.data.tags.get("error", "") for r in final)
         assert _table(tmp_path / "out" / "chaos.csv") == _table(tmp_path / "calm" / "chaos.csv")
     finally:
-        _stop(server)
+        stop_group(server)

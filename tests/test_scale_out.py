@@ -114,11 +114,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_path):
-    """The shared store of several workers: `mlflow server` (sqlite backend, artifacts proxied) on a free port."""
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
+def mlflow_server(tmp_path, port: int) -> subprocess.Popen:
+    """`mlflow server` (sqlite backend, artifacts proxied to tmp_path/served) on 127.0.0.1:port, once it answers."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db"]
         + ["--artifacts-destination", str(tmp_path / "served"), "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp_path,
@@ -126,15 +124,35 @@ def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_pa
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group ``proc`` leads, SIGKILL after 30 s."""
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "mlflow server did not start"
-                time.sleep(1)
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_path):
+    """The shared store of several workers: `mlflow server` (sqlite backend, artifacts proxied) on a free port."""
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(tmp_path, port)
+    try:
         path = _sweep_file(tmp_path, TWO_ROWS)
         env = {**_env(tmp_path), "MLFLOW_TRACKING_URI": uri}
         cmd = [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke", "--jobs", "2"]
@@ -149,8 +167,7 @@ def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_pa
             assert "config.yaml" in {a.path for a in client.list_artifacts(r.info.run_id)}
         assert list((tmp_path / "served").rglob("config.yaml")) and not (tmp_path / "mlflow.db").exists()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 def test_the_avx2_emulation_of_make_bench_changes_what_it_claims():
