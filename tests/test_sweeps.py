@@ -165,6 +165,43 @@ def test_cache_rerun_trains_nothing_and_new_seed_only(store):
     assert client.get_run(running.info.run_id).info.status == "RUNNING"
 
 
+def test_committed_run_records_carry_a_table_to_a_new_store(store, monkeypatch):
+    """A committed report writes its runs' records to reports/runs/<sweep>/; a machine with an empty store
+    restores them before it trains, so it trains nothing and reports the same table, test-set component
+    included; the records are restored once, and a damaged one is a clear error naming the file."""
+    import gzip
+    import json
+
+    path = _write_sweep(store, BASE_AND_CIOU)
+    text = path.read_text().replace("design: {seeds: 1}", "design: {seeds: 2, bootstrap: 50}")
+    path.write_text(text)
+    assert main(["run", str(path), "--scale", "smoke", "--jobs", "2"]) == 0
+    records = sorted((store / "reports" / "runs" / "tablex").glob("*.json.gz"))
+    assert len(records) == 5  # 2 rows x 2 seeds and their invocation
+    data = [json.loads(gzip.decompress(r.read_bytes())) for r in records]
+    assert sum(1 for d in data if d["per_image"]) == 4 and {d["status"] for d in data} == {"FINISHED"}
+    before = (store / "reports" / "tablex.csv").read_text()
+    assert "test-set" in (store / "reports" / "tablex.md").read_text()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/new.db")  # another machine: an empty store
+    (store / "reports" / "tablex.csv").unlink()
+    assert main(["run", str(path), "--scale", "smoke"]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{store}/new.db")
+    exp = client.get_experiment_by_name("tablex")
+    parents = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'table'", order_by=["start_time ASC"])
+    assert [p.data.metrics.get("trained_runs") for p in parents] == [2.0 * 2, 0]  # the restored one, then this
+    rows = client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")
+    assert len(rows) == 4 and {r.data.tags["mlflow.parentRunId"] for r in rows} == {parents[0].info.run_id}
+    assert {r.data.tags["bagof.archived_id"] for r in rows} == {d["run_id"] for d in data if d["per_image"]}
+    assert (store / "reports" / "tablex.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
+    assert main(["report", str(path)]) == 0  # restored once: no duplicate runs
+    assert len(client.search_runs([exp.experiment_id], "tags.`bagof.kind` = 'row'")) == 4
+
+    records[0].write_bytes(b"not gzip")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/third.db")
+    assert main(["report", str(path)]) == 2
+
+
 def test_another_sweeps_identical_row_is_reused_not_retrained(store):
     """Same config hash and seed = the same run, whichever sweep trained it (the noise study's 30-epoch
     baseline/S/M/CA are Table 4's rows)."""

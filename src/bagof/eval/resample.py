@@ -21,6 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 MATCHES = "matches.json.gz"  # a run's artifact: the test set's ground truth and the run's detections
+COMPACT = "matches.perimage.json.gz"  # the same run's ``evaluate`` result, compact (a restored run's artifact)
 
 
 @dataclass
@@ -96,3 +97,53 @@ def ap(per: PerImage, image_ids) -> float:
     if not precisions:
         return float("nan")
     return float(np.mean(precisions))
+
+
+def to_compact(per: PerImage) -> dict:
+    """``per`` as a small JSON-able dict (~20x smaller than the detections it came from), from which
+    ``from_compact`` rebuilds an equal ``PerImage``: AP on any resample is the same to the last bit. Scores
+    are replaced by their dense rank in the run (AP reads them only through their order, ties included); the
+    matched and ignored flags (their truth is all ``ap`` reads) are packed bits."""
+    import base64
+
+    entries = [(i, k, e) for i in per.image_ids for k, e in enumerate(per.rec[i]) if e is not None]
+    scores = np.concatenate([e[0] for _, _, e in entries]) if entries else np.zeros(0)
+    _, rank = np.unique(scores, return_inverse=True)
+    flags = [
+        np.concatenate([e[j] for _, _, e in entries], axis=1) if entries else np.zeros((per.n_iou, 0)) for j in (1, 2)
+    ]
+
+    def b64(a: np.ndarray) -> str:
+        return base64.b64encode(a.tobytes()).decode()
+
+    return {
+        "image_ids": [int(i) for i in per.image_ids],
+        "cat_ids": [int(c) for c in per.cat_ids],
+        "rec_thrs": per.rec_thrs.tolist(),
+        "n_iou": per.n_iou,
+        "entries": [[int(i), k, len(e[0]), int(e[3])] for i, k, e in entries],  # image, category index, detections, gt
+        "rank": b64(rank.astype(np.uint32)),
+        "matched": b64(np.packbits(flags[0].astype(bool), axis=None)),
+        "ignored": b64(np.packbits(flags[1].astype(bool), axis=None)),
+    }
+
+
+def from_compact(d: dict) -> PerImage:
+    import base64
+
+    def unb64(s: str, dtype) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(s), dtype=dtype)
+
+    t = d["n_iou"]
+    total = sum(n for _, _, n, _ in d["entries"])
+    rank = unb64(d["rank"], np.uint32).astype(float)
+    flags = [
+        np.unpackbits(unb64(d[key], np.uint8))[: t * total].reshape(t, total).astype(bool)
+        for key in ("matched", "ignored")
+    ]
+    rec: dict[int, list] = {i: [None] * len(d["cat_ids"]) for i in d["image_ids"]}
+    at = 0
+    for i, k, n, npig in d["entries"]:
+        rec[i][k] = (rank[at : at + n], flags[0][:, at : at + n], flags[1][:, at : at + n], npig)
+        at += n
+    return PerImage(list(d["image_ids"]), list(d["cat_ids"]), rec, np.asarray(d["rec_thrs"]), t)

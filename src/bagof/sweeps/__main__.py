@@ -19,18 +19,20 @@ from collections import Counter
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
 from ..launch import TAG_KIND, open_store
+from .archive import archive, restore_committed
 from .invocation import Invocation, compose_base
 from .report import (
     analysis_of,
     header_for,
     invocations_line,
+    project_root,
     report_dir,
     rule_changed,
     write_report,
 )
 from .runner import run_sweep
 from .spec import SweepError, load_sweep
-from .store import collect, resampled_values
+from .store import collect, compact_matches_of, resampled_values, used_runs
 
 log = logging.getLogger("bagof.sweeps")
 
@@ -82,6 +84,7 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
     failed = [r.row.label for r in results if r.status == "failed"]
     if not rebuild:  # a rebuild leaves the invocation's status as it was (it may be running in another process)
         client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    archive(client, used_runs(results), out_dir / "runs" / sweep.name, compact_matches_of)
     print(paths[0].read_text())
     print(f"report: {', '.join(str(p) for p in paths)}  (MLflow parent run {parent_id}, experiment {sweep.name!r})")
     if failed:
@@ -165,6 +168,12 @@ def main(argv=None) -> int:
         "--parent", default=None, help="parent run id (default: the latest invocation that ran to its end)"
     )
     rep.add_argument("--out", default=None, help="report folder (default: as for run)")
+    arc = sub.add_parser(
+        "archive",
+        help="write the records of the committed configuration's finished runs to reports/runs/<sweep>/ (no "
+        "report): a table still training keeps its runs on a new machine",
+    )
+    arc.add_argument("sweep")
     argv = sys.argv[1:] if argv is None else argv
     # overrides may follow the options (`make table4 ARGS=...` appends them): argparse leaves those over
     a, rest = p.parse_known_args(argv)
@@ -193,6 +202,19 @@ def main(argv=None) -> int:
         return 2
     base = compose_base()
     client = open_store(base.logger.tracking_uri, base.paths.root)
+    try:  # the committed run records (reports/runs/): the result cache of every earlier machine
+        restore_committed(client, base, project_root())
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.cmd == "archive":
+        inv = Invocation(sweep.report_scale, sweep.data, sweep.design.seeds)
+        exp = client.get_experiment_by_name(sweep.name)
+        results = collect(sweep, inv, client, exp.experiment_id if exp else "0")
+        out = project_root() / "reports" / "runs" / sweep.name
+        n = archive(client, used_runs(results), out, compact_matches_of)
+        print(f"{n} new run record(s) in {out} ({len(used_runs(results))} runs of the committed configuration)")
+        return 0
     if a.cmd == "run":
         parent_id, _, interrupted = run_sweep(sweep, inv)
         exp_id = client.get_run(parent_id).info.experiment_id

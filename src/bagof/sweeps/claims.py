@@ -27,7 +27,9 @@ from scipy import stats
 
 from ..config import CONFIG_DIR
 from ..identity import CODE_VERSION
-from .invocation import Invocation
+from ..launch import open_store
+from .archive import restore_committed
+from .invocation import Invocation, compose_base
 from .report import analysis_of
 from .spec import SweepError, load_sweep
 from .stats import Contrast
@@ -209,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         ledger = yaml.safe_load(path.read_text())
         if not isinstance(ledger, dict) or not isinstance(ledger.get("datasets"), dict):
             raise SweepError(f"{path}: a ledger file needs `datasets: {{name: [sweep, ...]}}`")
+        base = compose_base()
+        restore_committed(open_store(base.logger.tracking_uri, base.paths.root), base, Path(CONFIG_DIR).parent)
         claims, datasets, minutes, runs = gather(ledger)
-    except (OSError, SweepError) as e:
+    except (OSError, SweepError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

@@ -232,6 +232,11 @@ def plot(sweep: Sweep, results: list[RowResult], path: Path, analysis: dict[str,
     plt.close(fig)
 
 
+def project_root() -> Path:
+    """The checkout the reports belong to: ``BAGOF_ROOT``, else the working directory."""
+    return Path(os.environ.get("BAGOF_ROOT") or os.getcwd())
+
+
 def committed(sweep: Sweep, inv: Invocation) -> bool:
     """Whether ``inv`` is the configuration the committed report in ``reports/`` came from."""
     return inv.scale == sweep.report_scale and inv.data == sweep.data and not inv.extra and inv.follows(sweep)
@@ -241,7 +246,7 @@ def report_dir(sweep: Sweep, inv: Invocation, out: str | None) -> tuple[Path, bo
     """(folder, whether it holds the committed report). ``reports/`` only for the committed configuration;
     other invocations go to ``outputs/reports/<scale>-<data>[-<hash of the extra overrides>]/``; an explicit
     ``--out`` naming ``reports/`` for another configuration is refused."""
-    root = Path(os.environ.get("BAGOF_ROOT") or os.getcwd())
+    root = project_root()
     mine = committed(sweep, inv)
     if out is None:
         if mine:

@@ -176,6 +176,11 @@ def collect(sweep: Sweep, inv: Invocation, client: mlflow.MlflowClient, exp_id: 
     return out
 
 
+def used_runs(results: list[RowResult]) -> list[str]:
+    """The ids of every run the results count."""
+    return [i for r in results for ids in r.runs.values() for i in ids]
+
+
 def commit_of(run) -> str:
     """The git commit a run's code came from (``+dirty``: uncommitted changes), as its tags recorded it."""
     tags = run.data.tags
@@ -190,7 +195,7 @@ def resampled_values(sweep: Sweep, results: list[RowResult], client, n: int, see
     or the metric is not AP."""
     import numpy as np
 
-    from ..eval.resample import ap, evaluate
+    from ..eval.resample import ap
 
     if n <= 0 or sweep.metrics[0] != "AP" or sweep.task != "detection":
         return []
@@ -198,10 +203,9 @@ def resampled_values(sweep: Sweep, results: list[RowResult], client, n: int, see
     for r in results:
         for s, ids in r.runs.items():
             for run_id in ids:
-                data = _matches(client, run_id)
-                if data is None:
+                per[run_id] = per_image_of(client, run_id)
+                if per[run_id] is None:
                     return []
-                per[run_id] = evaluate(data["gt"], data["detections"])
     if not per:
         return []
     common = sorted(set.intersection(*(set(p.image_ids) for p in per.values())))
@@ -220,14 +224,35 @@ def resampled_values(sweep: Sweep, results: list[RowResult], client, n: int, see
     return out
 
 
-def _matches(client, run_id: str) -> dict | None:
+def per_image_of(client, run_id: str):
+    """A run's test-set matches per image (``eval.resample.PerImage``): from its logged detections
+    (``matches.json.gz``), or from the compact form a restored run carries; None when it has neither (trained
+    before they were logged)."""
+    from ..eval.resample import COMPACT, evaluate, from_compact
+
+    raw = _artifact_json(client, run_id, MATCHES)
+    if raw is not None:
+        return evaluate(raw["gt"], raw["detections"])
+    compact = _artifact_json(client, run_id, COMPACT)
+    return None if compact is None else from_compact(compact)
+
+
+def compact_matches_of(client, run_id: str) -> dict | None:
+    """``per_image_of`` in its compact JSON form (what a run record keeps), or None."""
+    from ..eval.resample import to_compact
+
+    per = per_image_of(client, run_id)
+    return None if per is None else to_compact(per)
+
+
+def _artifact_json(client, run_id: str, name: str) -> dict | None:
     import gzip
     import tempfile
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run is noise here
     try:
         with tempfile.TemporaryDirectory() as d:
-            path = client.download_artifacts(run_id, MATCHES, d)
+            path = client.download_artifacts(run_id, name, d)
             return json.loads(gzip.decompress(Path(path).read_bytes()))
-    except Exception:  # trained before the artifact existed, or the store lost it: no test-set component
+    except Exception:  # not logged (trained before the artifact existed), or the store lost it
         return None
