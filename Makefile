@@ -20,7 +20,7 @@ STUDIES := convergence convergence-paper noise noise-ema noise-30 table4-recheck
            table4-raccoon table5-raccoon table4-synthetic table5-synthetic table4-recipe
 
 .DEFAULT_GOAL := help
-.PHONY: claims help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
+.PHONY: archive claims help install lock install-locked gpu-check run test test-slow lint format eval predict export bench ui clean tables report anchors ga $(STUDIES) $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -99,17 +99,17 @@ bench: install  ## benchmarks (before/after, alternated): training images/s, lat
 	$(PYTHON) -m bagof.cli.bench $(ARGS)
 
 $(TABLES) $(STUDIES): install  # train the table's rows, write reports/tableN.{md,csv,png}
-	$(PYTHON) -m bagof.sweeps run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) \
+	$(PYTHON) -m bagof.experiments run sweeps/$@.yaml --scale $(SCALE) $(if $(DATA),--data $(DATA)) \
 	  $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) $(if $(FORCE),--force) --launcher $(LAUNCHER) $(foreach s,$(SLURM),--slurm $(s)) $(ARGS)
 
 gpu-check: install  ## the GPU check -> reports/bench/gpu.json (on a GPU); ARGS=--dry-run: every part on the CPU, small
 	PYTHON=$(PYTHON) scripts/gpu_check.sh $(ARGS)
 
 claims: install  ## the claims ledger: every paper claim on every dataset, pooled -> reports/claims.{md,png}
-	$(PYTHON) -m bagof.sweeps.claims $(ARGS)
+	$(PYTHON) -m bagof.experiments.claims $(ARGS)
 
 convergence-plot: install  ## AP vs schedule length from `make convergence` -> reports/convergence-curve.png
-	$(PYTHON) -m bagof.sweeps.convergence
+	$(PYTHON) -m bagof.experiments.convergence
 
 tables: install  ## every table in turn (a failing table does not stop the others); leave DATA unset: each sweep names its data
 	@rc=0; for t in $(TABLES); do $(MAKE) --no-print-directory $$t || rc=1; done; exit $$rc
@@ -121,7 +121,10 @@ ga: install  ## GA hyperparameter search on Optuna -> conf/hparams/ga-<data>-<sc
 	$(PYTHON) run.py -m hydra/sweeper=bagof_ga +search=ga data=$(or $(DATA),bccd) scale=$(SCALE) search.jobs=$(JOBS) $(ARGS)
 
 report: install  ## rebuild reports/tableN.* from the MLflow store, no training (TABLE=N, default 4; the newest finished invocation, ARGS='--parent ID')
-	$(PYTHON) -m bagof.sweeps report sweeps/table$(TABLE).yaml $(ARGS)
+	$(PYTHON) -m bagof.experiments report sweeps/table$(TABLE).yaml $(ARGS)
+
+archive: install  ## record TABLE's finished runs in reports/runs/ without a report, for a table still training (TABLE=N)
+	$(PYTHON) -m bagof.experiments archive sweeps/table$(TABLE).yaml
 
 PORT    ?= 5000
 HOST    ?= 127.0.0.1

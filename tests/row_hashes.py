@@ -15,9 +15,9 @@ OUT = ROOT / "tests" / "data" / "row_hashes.json"
 
 
 def row_hashes() -> dict[str, str]:
+    from bagof.experiments.invocation import Invocation, compose_pretrain, compose_row
+    from bagof.experiments.spec import load_sweep
     from bagof.identity import config_hash
-    from bagof.sweeps.invocation import Invocation, compose_pretrain, compose_row
-    from bagof.sweeps.spec import load_sweep
 
     out = {}
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):

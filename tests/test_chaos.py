@@ -39,7 +39,7 @@ SEEDS = 2
 
 
 def _sweep(tmp_path, path, uri, out, **kw):
-    cmd = [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke", "--jobs", "2", "--out", out]
+    cmd = [sys.executable, "-m", "bagof.experiments", "run", str(path), "--scale", "smoke", "--jobs", "2", "--out", out]
     env = {**_env(tmp_path), "MLFLOW_TRACKING_URI": uri}
     return subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw

@@ -222,7 +222,7 @@ def test_batch_and_minibatch_are_separate_settings(compose):
 
 # ---------------------------------------------------------------- Table 6: classifiers pretrained first, cached
 def test_table6_style_sweep_pretrains_once_and_shares_it(store):
-    from bagof.sweeps.__main__ import main
+    from bagof.experiments.__main__ import main
 
     tmp_path = store
     path = tmp_path / "tablez.yaml"

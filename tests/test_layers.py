@@ -66,3 +66,15 @@ def test_every_sweep_rows_identity_is_the_recorded_one(monkeypatch):
     got = row_hashes()
     changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     assert not changed, f"{len(changed)} rows changed identity, e.g. {changed[:5]}"
+
+
+def test_only_the_command_line_imports_the_experiment_layer():
+    """bagof.experiments (launcher, sweeps engine, GA search) sits above training: no module below it imports it,
+    lazily or not; only the command-line entry points (bagof.cli, bagof.__main__) call into it."""
+    files = {_module(p): p for p in SRC.rglob("*.py") if "bagof" in p.parts}
+    up = {
+        m: sorted(n for n in _imports(p, m, set(files)) if n.startswith("bagof.experiments"))
+        for m, p in files.items()
+        if not m.startswith(("bagof.experiments", "bagof.cli", "bagof.__main__"))
+    }
+    assert not {m: n for m, n in up.items() if n}

@@ -19,9 +19,9 @@ import torch
 from omegaconf import OmegaConf
 
 from bagof.errors import BagofError
+from bagof.experiments.__main__ import main as sweeps_main
+from bagof.experiments.launch import HOST, PID, TAG_KIND, fail_abandoned, open_store, owner_tags
 from bagof.features import check_features
-from bagof.launch import HOST, PID, TAG_KIND, fail_abandoned, open_store, owner_tags
-from bagof.sweeps.__main__ import main as sweeps_main
 
 from .conftest import DATASETS, ROOT
 
@@ -38,8 +38,8 @@ def _env(tmp_path, **extra):
 
 
 def _sweep_process(tmp_path, path, **kw):
-    """`python -m bagof.sweeps run <path> --scale smoke` in its own process, on tmp_path's store."""
-    cmd = [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke"]
+    """`python -m bagof.experiments run <path> --scale smoke` in its own process, on tmp_path's store."""
+    cmd = [sys.executable, "-m", "bagof.experiments", "run", str(path), "--scale", "smoke"]
     return subprocess.Popen(
         cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
     )
@@ -167,7 +167,7 @@ def test_a_signal_stops_a_sweep_kills_its_run_and_starts_no_other(tmp_path, sig,
     assert len(runs) == 1, "a run started after the signal"  # child runs are created when their job starts
     assert runs[0].info.status == "KILLED" and "interrupted by" in runs[0].data.tags["error"]
     # no report at the stop (it would hold the exit); the command to write it is printed
-    assert "python -m bagof.sweeps report" in out and not (tmp_path / "outputs" / "reports").exists()
+    assert "python -m bagof.experiments report" in out and not (tmp_path / "outputs" / "reports").exists()
 
 
 def _alive(pid: int) -> bool:
@@ -229,7 +229,7 @@ def _runs_forever(cfg_yaml, run_id, threads):
 def test_a_stop_keeps_a_run_that_finished_and_kills_only_what_still_runs(tmp_path, monkeypatch):
     """The Ctrl-C race: a job that ended between the signal and the stop keeps FINISHED (and counts); a job
     still training is marked KILLED; every process of both jobs is gone within seconds."""
-    from bagof.launch import WorkerPool, store_lock
+    from bagof.experiments.launch import WorkerPool, store_lock
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -257,11 +257,11 @@ def test_a_stop_keeps_a_run_that_finished_and_kills_only_what_still_runs(tmp_pat
 def test_a_signal_while_a_row_is_composed_stops_the_sweep_not_the_row(monkeypatch):
     """Ctrl-C or SIGTERM can land anywhere, e.g. while a row's config is composed, inside the ``except
     Exception`` that records a broken row as FAILED and goes on: it must still stop the driver."""
-    from bagof.launch import Interrupted, interruptible
-    from bagof.sweeps import runner
-    from bagof.sweeps.invocation import Invocation
-    from bagof.sweeps.spec import load_sweep
-    from bagof.sweeps.store import Store
+    from bagof.experiments import runner
+    from bagof.experiments.invocation import Invocation
+    from bagof.experiments.launch import Interrupted, interruptible
+    from bagof.experiments.spec import load_sweep
+    from bagof.experiments.store import Store
 
     def compose_row(*a):
         os.kill(os.getpid(), signal.SIGTERM)  # delivered here, in the main thread
@@ -318,9 +318,9 @@ def test_a_run_that_finishes_while_another_sweep_claims_it_is_reused_not_retrain
     claim must see the run running or finished."""
     from filelock import FileLock
 
-    from bagof.sweeps import runner
-    from bagof.sweeps.runner import Job, claim
-    from bagof.sweeps.store import Store
+    from bagof.experiments import runner
+    from bagof.experiments.runner import Job, claim
+    from bagof.experiments.store import Store
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("tables")
@@ -349,7 +349,7 @@ def test_evolve_sampler_draws_per_trial_number():
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from bagof.search.evolve import EvolveSampler
+    from bagof.experiments.search.evolve import EvolveSampler
 
     dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "wd": FloatDistribution(0.0, 1.0)}
     storage = optuna.storages.InMemoryStorage()
@@ -519,7 +519,7 @@ def test_one_class_list_for_both_splits(compose):
 
 
 def test_a_typo_in_a_sweep_file_fails_the_sweep(tmp_path):
-    from bagof.sweeps.spec import SweepError, load_sweep
+    from bagof.experiments.spec import SweepError, load_sweep
 
     path = _sweep_file(
         tmp_path,

@@ -155,7 +155,7 @@ def test_a_two_job_sweep_logs_every_run_once_to_an_mlflow_tracking_server(tmp_pa
     try:
         path = _sweep_file(tmp_path, TWO_ROWS)
         env = {**_env(tmp_path), "MLFLOW_TRACKING_URI": uri}
-        cmd = [sys.executable, "-m", "bagof.sweeps", "run", str(path), "--scale", "smoke", "--jobs", "2"]
+        cmd = [sys.executable, "-m", "bagof.experiments", "run", str(path), "--scale", "smoke", "--jobs", "2"]
         p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
         client = mlflow.MlflowClient(uri)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bagof.sweeps.__main__ import main
+from bagof.experiments.__main__ import main
 
 from .conftest import ROOT
 from .test_sweeps import _write_sweep

@@ -15,8 +15,8 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from bagof.search import EvolveSampler, SearchSpace
-from bagof.search.driver import ORPHAN_AFTER, make_storage, run_search
+from bagof.experiments.search import EvolveSampler, SearchSpace
+from bagof.experiments.search.driver import ORPHAN_AFTER, make_storage, run_search
 
 from .conftest import DATASETS, ROOT
 
@@ -64,7 +64,7 @@ def test_search_space_from_config_and_its_errors():
         "++train.optimizer.lr=0.001",
         "++model.scale_x_y=[1.1, 1.1, 1.1]",
     ]
-    from bagof.search.space import SearchSpaceError
+    from bagof.experiments.search.space import SearchSpaceError
 
     with pytest.raises(SearchSpaceError, match="low < high"):
         SearchSpace({"x": {"low": 1, "high": 1}})
@@ -74,7 +74,7 @@ def test_search_space_from_config_and_its_errors():
 
 def test_trials_score_on_the_hold_out_not_on_the_reported_split(compose, caplog):
     """BCCD's tables report its test split, so GA trials train on train and are scored on val."""
-    from bagof.search.driver import holdout_overrides
+    from bagof.experiments.search.driver import holdout_overrides
 
     cfg = compose(["data=bccd", "scale=cpu", "+search=ga"])
     assert holdout_overrides(cfg) == ["data.train.split=train", "data.val.split=val"]
@@ -148,7 +148,7 @@ def test_stale_trials_of_dead_drivers_fail_and_live_ones_stay(monkeypatch):
     import datetime
     import socket
 
-    from bagof.search import driver
+    from bagof.experiments.search import driver
 
     study = optuna.create_study()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

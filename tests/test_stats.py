@@ -1,4 +1,4 @@
-"""A table's statistics (bagof.sweeps.stats, bagof.eval.resample): hand-computed cases, pycocotools' own AP,
+"""A table's statistics (bagof.experiments.stats, bagof.eval.resample): hand-computed cases, pycocotools' own AP,
 and a simulation of thousands of rows through the same decision code the reports use."""
 
 import gc
@@ -11,8 +11,8 @@ from scipy import stats as st
 
 from bagof.eval import coco_evaluate
 from bagof.eval.resample import ap, evaluate, from_compact, to_compact
-from bagof.sweeps.spec import load_sweep
-from bagof.sweeps.stats import Design, DesignError, analyse, contrasts, decide
+from bagof.experiments.spec import load_sweep
+from bagof.experiments.stats import Design, DesignError, analyse, contrasts, decide
 
 from .conftest import ROOT
 
@@ -47,7 +47,7 @@ def test_holm_verdicts_hand_computed():
     """Holm over three contrasts at alpha 0.05 compares the sorted p-values with 0.05/3, 0.05/2, 0.05/1:
     p = 0.001, 0.02, 0.04 all reject (adjusted 0.003, 0.04, 0.04); with 0.03 in second place (> 0.025) the
     step-down stops there and neither later contrast gets a verdict."""
-    from bagof.sweeps.stats import Contrast
+    from bagof.experiments.stats import Contrast
 
     def table(ps):
         cs = {}
@@ -211,13 +211,13 @@ def test_an_extra_contrast_is_the_difference_of_two_rows_from_the_same_fit():
 
 
 def _contrast(est, se, df=20):
-    from bagof.sweeps.stats import Contrast
+    from bagof.experiments.stats import Contrast
 
     return Contrast("r", est, se, df)
 
 
 def test_the_ledger_pools_datasets_with_random_effects_and_holm():
-    from bagof.sweeps.claims import Claim, decide, pool, summary_line
+    from bagof.experiments.claims import Claim, decide, pool, summary_line
 
     same = Claim("table4", "M", 1.1, {d: _contrast(2.0, 0.5) for d in ("bccd", "raccoon", "synthetic")})
     split = Claim("table4", "CA", 0.7, {"bccd": _contrast(3.0, 0.5), "raccoon": _contrast(-3.0, 0.5)})
@@ -235,7 +235,7 @@ def test_the_ledger_pools_datasets_with_random_effects_and_holm():
 
 
 def test_make_claims_on_a_store_without_runs_leaves_every_claim_open(store):
-    from bagof.sweeps.claims import main
+    from bagof.experiments.claims import main
 
     ledger = store / "claims.yaml"
     ledger.write_text("datasets:\n  bccd: [table7]\n")

@@ -9,10 +9,10 @@ import textwrap
 import mlflow
 import pytest
 
+from bagof.experiments.__main__ import main
+from bagof.experiments.report import ci95
+from bagof.experiments.spec import Row, SweepError, load_sweep
 from bagof.identity import config_hash
-from bagof.sweeps.__main__ import main
-from bagof.sweeps.report import ci95
-from bagof.sweeps.spec import Row, SweepError, load_sweep
 
 from .conftest import ROOT
 
@@ -250,7 +250,7 @@ def test_make_table_smoke_end_to_end(store, table):
     dry = subprocess.run(
         ["make", "-n", table, "SCALE=smoke", "DATA=synthetic"], cwd=ROOT, capture_output=True, text=True
     )
-    assert f"-m bagof.sweeps run sweeps/{table}.yaml --scale smoke --data synthetic" in dry.stdout
+    assert f"-m bagof.experiments run sweeps/{table}.yaml --scale smoke --data synthetic" in dry.stdout
     assert "--seeds" not in dry.stdout  # the sweep file's design decides
     # run from a clone of the repo as a user would (its root holds the committed reports/), then check that
     # the smoke table left every tracked file as it was
@@ -261,7 +261,7 @@ def test_make_table_smoke_end_to_end(store, table):
         [
             sys.executable,
             "-m",
-            "bagof.sweeps",
+            "bagof.experiments",
             "run",
             f"sweeps/{table}.yaml",
             "--scale",
@@ -292,7 +292,7 @@ def test_make_table_smoke_end_to_end(store, table):
         assert f"| {row.label} | {' | '.join(paper)} |" in md
     assert md.count("| done |") == sum(1 for r in sweep.rows if r.missing() is None)
     assert "**scale**: smoke" in md and "**hardware**" in md and "**total time**" in md
-    assert "**command**: `python -m bagof.sweeps run " in md
+    assert "**command**: `python -m bagof.experiments run " in md
     assert "exploratory: the design says 6" in md and "**design**: fixed: 6 seeds per row" in md
     assert (repo / "outputs" / "reports" / "smoke-synthetic-seeds1" / f"{table}.png").stat().st_size > 1000
 
@@ -336,7 +336,7 @@ def test_report_header_records_earlier_invocations_and_a_changed_rule():
     sweep's fixed seeds are not."""
     import json
 
-    from bagof.sweeps.report import invocations_line
+    from bagof.experiments.report import invocations_line
 
     def tags(name, auto=None, seeds=3):
         t = {"mlflow.runName": name, "seeds": str(seeds)}
@@ -376,7 +376,7 @@ def test_convergence_plot_from_a_schedule_length_sweep(store):
         """)
     )
     assert main(["run", str(path), "--scale", "smoke"]) == 0
-    from bagof.sweeps.convergence import main as plot_main
+    from bagof.experiments.convergence import main as plot_main
 
     assert plot_main([str(path), str(store / "curve.png")]) == 0
     assert (store / "curve.png").stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""Command-line entry points besides `run.py` (training, Hydra) and `python -m bagof.sweeps` (tables), each
+"""Command-line entry points besides `run.py` (training, Hydra) and `python -m bagof.experiments` (tables), each
 ``python -m bagof.cli.<name> [Hydra overrides]`` composing the config through ``config.compose_config``:
 
 - ``summary``: the composed model's layers, parameters and BFLOPs (no dataset needed);

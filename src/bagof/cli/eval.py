@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import compose_config, flatten
 from ..errors import BagofError
 from ..eval import coco_evaluate, to_coco_results
-from ..launch import TAG_KIND
+from ..experiments.launch import TAG_KIND
 from ..models.fuse import fuse_conv_bn
 from ..models.weights import saved_classes
 from ..ops.postprocess import detect

@@ -23,14 +23,25 @@ COMMANDS = {
     "eval": ("COCO evaluation of saved weights, no training", "bagof.cli.eval"),
     "predict": ("detections on an image, a folder or a video: SOURCE then overrides", "bagof.cli.predict"),
     "export": ("saved weights as ONNX (--format onnx) or Darknet .weights (--format darknet)", "bagof.cli.export"),
-    "table": ("train a table's rows (reusing finished runs) and write its report: N or a sweep file", "bagof.sweeps"),
-    "report": ("rebuild a table's report from the MLflow store, no training: N or a sweep file", "bagof.sweeps"),
-    "search": ("the GA hyperparameter search (Optuna): Hydra overrides, e.g. data=bccd", "bagof.search.driver"),
+    "table": (
+        "train a table's rows (reusing finished runs) and write its report: N or a sweep file",
+        "bagof.experiments",
+    ),
+    "report": ("rebuild a table's report from the MLflow store, no training: N or a sweep file", "bagof.experiments"),
+    "archive": (
+        "record a table's finished runs in reports/runs/ without a report (one still training): N or a sweep file",
+        "bagof.experiments",
+    ),
+    "search": (
+        "the GA hyperparameter search (Optuna): Hydra overrides, e.g. data=bccd",
+        "bagof.experiments.search.driver",
+    ),
     "ui": ("the MLflow UI over the store (sqlite:///mlflow.db): --port, --host", "mlflow"),
     "bench": ("benchmarks: training images/s, latency against OpenCV DNN, evaluation", "bagof.cli.bench"),
     "summary": ("the composed model's layers, parameters and BFLOPs: Hydra overrides", "bagof.cli.summary"),
     "anchors": ("k-means optimized anchors of a dataset's training boxes: Hydra overrides", "bagof.cli.anchors"),
 }
+SWEEP_COMMANDS = {"table": "run", "report": "report", "archive": "archive"}  # bagof X -> python -m bagof.experiments Y
 
 
 def usage() -> str:
@@ -54,11 +65,11 @@ def _help(name: str) -> None:
     if name == "ui":
         print("Starts `mlflow ui --backend-store-uri <store>` (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
         return
-    if name in ("table", "report"):
+    if name in SWEEP_COMMANDS:
         print(f"usage: bagof {name} N|SWEEP [options]  (N: sweeps/tableN.yaml)\n")
-        from ..sweeps.__main__ import main as sweeps
+        from ..experiments.__main__ import main as sweeps
 
-        sweeps([{"table": "run", "report": "report"}[name], "--help"])
+        sweeps([SWEEP_COMMANDS[name], "--help"])
         return
     doc = importlib.import_module(module).__doc__ or ""
     print(doc.strip())
@@ -91,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         from .train import run
 
         return run(["-m", "hydra/sweeper=bagof_ga", "+search=ga", *args], prog="bagof search")
-    if name in ("table", "report"):
-        from ..sweeps.__main__ import main as sweeps
+    if name in SWEEP_COMMANDS:
+        from ..experiments.__main__ import main as sweeps
 
         if not args:
             print(f"usage: bagof {name} N|SWEEP [options]", file=sys.stderr)
             return 2
-        return sweeps([{"table": "run", "report": "report"}[name], sweep_path(args[0]), *args[1:]])
+        return sweeps([SWEEP_COMMANDS[name], sweep_path(args[0]), *args[1:]])
     if name == "ui":
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
         mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))

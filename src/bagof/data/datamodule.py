@@ -192,7 +192,7 @@ class DetectionDataModule(L.LightningDataModule):
         train_dir: str | None = None,
         val_dir: str | None = None,
     ):
-        # ``tune`` (the GA search's hold-out splits) is read by bagof.search.driver from the config, not here;
+        # ``tune`` (the GA search's hold-out splits) is read by the GA search (experiments.search) from the config;
         # ``root``, ``val_fraction``, ``split_seed`` (conf/data/voc.yaml), ``train_dir``, ``val_dir`` (yolo.yaml)
         # reach the readers through the splits' specs
         super().__init__()

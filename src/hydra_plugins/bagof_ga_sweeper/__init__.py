@@ -1,5 +1,5 @@
 """Hydra sweeper plugin ``hydra/sweeper=bagof_ga``: `python run.py -m hydra/sweeper=bagof_ga +search=ga ...`
-runs bagof's GA search (bagof.search.driver) with the command's overrides as the base config.
+runs bagof's GA search (bagof.experiments.search.driver) with the command's overrides as the base config.
 
 Our own plugin rather than hydra-optuna-sweeper, which pins optuna < 3 (this project uses Optuna 5).
 """

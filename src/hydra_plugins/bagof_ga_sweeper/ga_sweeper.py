@@ -1,4 +1,4 @@
-"""The sweeper: hands the command's overrides to ``bagof.search.driver.run_search`` (which composes every
+"""The sweeper: hands the command's overrides to ``bagof.experiments.search.driver.run_search`` (which composes every
 trial itself, through the same compose + ``fit`` path as ``run.py`` and the table sweeps)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class BagofGASweeper(Sweeper):
 
     def sweep(self, arguments: list[str]):
         from bagof.errors import BagofError
-        from bagof.search.driver import run_search
+        from bagof.experiments.search.driver import run_search
 
         try:
             res = run_search(list(arguments), command=" ".join(shlex.quote(a) for a in sys.argv))

@@ -1,4 +1,4 @@
-"""`make claims` (`python -m bagof.sweeps.claims [ledger.yaml]`): one ledger of the paper's claims across datasets.
+"""`make claims` (`python -m bagof.experiments.claims [ledger.yaml]`): one ledger of the paper's claims across datasets.
 
 A claim is a paper row's difference from its table's baseline, with the paper's sign and size. The ledger file
 (``sweeps/claims.yaml``) names, per dataset, the sweeps whose rows carry claims (Table 4 on BCCD, its variant on
@@ -27,10 +27,10 @@ from scipy import stats
 
 from ..config import CONFIG_DIR
 from ..identity import CODE_VERSION
-from ..launch import open_store
 from .archive import restore_committed
 from .invocation import Invocation, compose_base
-from .report import analysis_of
+from .launch import open_store
+from .report import analysis_of, project_root
 from .spec import SweepError, load_sweep
 from .stats import Contrast
 from .store import collect, open_sweep_store, resampled_values
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(ledger, dict) or not isinstance(ledger.get("datasets"), dict):
             raise SweepError(f"{path}: a ledger file needs `datasets: {{name: [sweep, ...]}}`")
         base = compose_base()
-        restore_committed(open_store(base.logger.tracking_uri, base.paths.root), base, Path(CONFIG_DIR).parent)
+        restore_committed(open_store(base.logger.tracking_uri, base.paths.root), base, project_root())
         claims, datasets, minutes, runs = gather(ledger)
     except (OSError, SweepError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

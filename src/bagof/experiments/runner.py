@@ -1,7 +1,7 @@
 """Runs a sweep: every (row, seed) through the same ``fit`` as ``run.py``, as MLflow child runs of one
 parent run per invocation, reusing FINISHED runs with the same config hash, seed and code version.
 
-Jobs run in fresh worker processes (``JOBS`` at a time) through ``bagof.launch``: a crash in one row is
+Jobs run in fresh worker processes (``JOBS`` at a time) through ``bagof.experiments.launch``: a crash in one row is
 recorded as FAILED and the sweep goes on; Ctrl-C or SIGTERM kills the jobs in flight (KILLED), starts no
 other, and the report is written for what finished. A child run is created when its job starts, under a
 claim on the store: an invocation that finds the same (config hash, seed) RUNNING for another live
@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from omegaconf import OmegaConf
 
 from ..identity import CODE_VERSION, config_hash
-from ..launch import TAG_KIND, Interrupted, WorkerPool, fail_abandoned, hardware, interruptible, owner_alive, owner_tags
 from .invocation import Invocation, compose_pretrain, compose_row
+from .launch import TAG_KIND, Interrupted, WorkerPool, fail_abandoned, hardware, interruptible, owner_alive, owner_tags
 from .spec import Row, Sweep
 from .store import PRETRAIN_KINDS, Store, backbone_from, find_finished, find_row, open_sweep_store
 
-log = logging.getLogger("bagof.sweeps")
+log = logging.getLogger("bagof.experiments")
 WAIT_POLL = 5.0  # seconds between looks at a run another invocation is training
 
 

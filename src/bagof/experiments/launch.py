@@ -34,7 +34,7 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-log = logging.getLogger("bagof.launch")
+log = logging.getLogger("bagof.experiments.launch")
 
 TAG_KIND = "bagof.kind"  # "table"/"search" on parent runs, "row"/"pretrain"/"trial" on child runs
 HOST, PID, HEARTBEAT = "bagof.host", "bagof.pid", "bagof.heartbeat"
@@ -74,7 +74,7 @@ def interruptible():
 def tracking_uri(cfg: DictConfig | None = None) -> str:
     """The MLflow store of ``cfg`` (composed with ``logger=mlflow`` when not given or logging is off)."""
     if cfg is None or "tracking_uri" not in (cfg.get("logger") or {}):
-        from .config import compose_config
+        from ..config import compose_config
 
         cfg = compose_config(["logger=mlflow"])
     return cfg.logger.tracking_uri
@@ -174,7 +174,7 @@ def train_job(cfg_yaml: str, run_id: str, threads: int) -> dict:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle (it terminates us)
     import torch
 
-    from .train import fit
+    from ..train import fit
 
     cfg = OmegaConf.create(cfg_yaml)
     with open_dict(cfg):

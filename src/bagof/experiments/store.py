@@ -15,9 +15,9 @@ import mlflow
 
 from ..eval.resample import MATCHES
 from ..identity import CODE_VERSION, config_hash
-from ..launch import TAG_KIND, experiment_id, open_store, store_lock, tracking_uri
 from ..provenance import GIT_COMMIT, GIT_DIRTY
 from .invocation import Invocation, compose_base, compose_pretrain, compose_row
+from .launch import TAG_KIND, experiment_id, open_store, store_lock, tracking_uri
 from .spec import Row, Sweep
 
 PRETRAIN_KINDS = ("pretrain", "row")  # a classifier row of Table 2/3 serves as Table 6's pretraining too

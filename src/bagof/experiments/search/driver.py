@@ -30,10 +30,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from .. import __version__ as CODE_VERSION
-from ..config import compose_config as compose_any
-from ..errors import BagofError
-from ..features import check_features
+from ... import __version__ as CODE_VERSION
+from ...config import compose_config as compose_any
+from ...errors import BagofError
+from ...features import check_features
 from ..launch import (
     TAG_KIND,
     Interrupted,
@@ -50,7 +50,7 @@ from .evolve import EvolveSampler
 from .results import plot_fitness, write_hparams
 from .space import SearchSpace
 
-log = logging.getLogger("bagof.search")
+log = logging.getLogger("bagof.experiments.search")
 ORPHAN_AFTER = 2.0  # seconds: a RUNNING trial still without its driver's host/pid after this is orphaned
 
 

@@ -1,5 +1,5 @@
-"""`python -m bagof.sweeps run sweeps/table4.yaml --scale cpu --data bccd --seeds 2 [--jobs N] [--force] [overrides]`
-`python -m bagof.sweeps report sweeps/table4.yaml [--parent RUN_ID]`  (rebuild from MLflow, no training)
+"""`python -m bagof.experiments run sweeps/table4.yaml --scale cpu --data bccd [--jobs N] [--force] [overrides...]`
+`python -m bagof.experiments report sweeps/table4.yaml [--parent RUN_ID]`  (rebuild from MLflow, no training)
 
 Reports go to ``reports/`` only from the configuration its committed tables came from (the sweep file's
 ``report`` scale and data, no extra overrides); any other invocation (``SCALE=smoke``, another dataset,
@@ -18,9 +18,9 @@ import sys
 from collections import Counter
 
 from ..config import CONFIG_DIR  # noqa: F401  (registers the config resolvers)
-from ..launch import TAG_KIND, open_store
 from .archive import archive, restore_committed
 from .invocation import Invocation, compose_base
+from .launch import TAG_KIND, open_store
 from .report import (
     analysis_of,
     header_for,
@@ -34,7 +34,7 @@ from .runner import run_sweep
 from .spec import SweepError, load_sweep
 from .store import collect, compact_matches_of, resampled_values, used_runs
 
-log = logging.getLogger("bagof.sweeps")
+log = logging.getLogger("bagof.experiments")
 
 
 def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=None, rebuild=False) -> int:
@@ -42,7 +42,7 @@ def _finish(sweep, inv, client, exp_id, parent_id, out: str | None, interrupted=
         client.set_terminated(parent_id, "KILLED")
         print(
             f"interrupted by {interrupted}: the runs that finished are kept (the next invocation reuses them); "
-            f"the table of what finished: python -m bagof.sweeps report {sweep.path} --parent {parent_id}",
+            f"the table of what finished: python -m bagof.experiments report {sweep.path} --parent {parent_id}",
             file=sys.stderr,
         )
         return interrupted.exit_code
@@ -128,7 +128,7 @@ def _seeds(a, sweep) -> int:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     p = argparse.ArgumentParser(
-        prog="python -m bagof.sweeps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bagof.experiments", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train the table's rows (reusing finished runs) and write the report")
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
                 tuple(a.overrides),
                 a.launcher,
                 tuple(a.slurm),
-                command="python -m bagof.sweeps " + shlex.join(argv),
+                command="python -m bagof.experiments " + shlex.join(argv),
             )
             report_dir(sweep, inv, a.out)  # refuse a folder of committed results before training, not after
     except SweepError as e:

@@ -31,9 +31,9 @@ import logging
 from pathlib import Path
 
 from ..eval.resample import COMPACT
-from ..launch import TAG_KIND, experiment_id
+from .launch import TAG_KIND, experiment_id
 
-log = logging.getLogger("bagof.sweeps")
+log = logging.getLogger("bagof.experiments")
 
 ARCHIVED_ID = "bagof.archived_id"  # on a restored run: the id it had in the store that trained it
 FORMAT = 1
@@ -164,7 +164,7 @@ def restore(client, root: Path, artifact_location=None, lock=None) -> int:
 
 def restore_committed(client, base, root: Path) -> int:
     """``restore`` of ``root/reports/runs`` into the store of the composed base config ``base``, under its lock."""
-    from ..launch import store_lock
+    from .launch import store_lock
 
     lock = store_lock(base.logger.tracking_uri, base.paths.root)
     return restore(client, root / "reports" / "runs", base.logger.artifact_location, lock)

@@ -1,6 +1,6 @@
 """The convergence plot of ``sweeps/convergence.yaml``: AP against the schedule length, one point per seed,
 the mean and its 95% interval, and the 90%-of-plateau line used to choose the cpu protocol (issue 12).
-``python -m bagof.sweeps.convergence`` (after ``make convergence``) writes reports/convergence-curve.png;
+``python -m bagof.experiments.convergence`` (after ``make convergence``) writes reports/convergence-curve.png;
 it reads the runs from the MLflow store, as the report does."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import re
 import sys
 from pathlib import Path
 
-from ..launch import TAG_KIND
 from .invocation import Invocation
+from .launch import TAG_KIND
 from .report import ci95
 from .spec import load_sweep
 from .store import collect, open_sweep_store

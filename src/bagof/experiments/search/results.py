@@ -27,7 +27,7 @@ def write_hparams(path: Path, params: dict, space: SearchSpace, study, cfg: Dict
     fraction = float(study.user_attrs.get("fraction", s.fraction))  # what the study's trials ran
     head = [
         "# @package _global_",
-        f"# Hyperparameters found by the GA search (bagof.search), applied by +bof=ga. Study {s.study!r}",
+        f"# Hyperparameters found by the GA search (bagof.experiments.search), applied by +bof=ga. Study {s.study!r}",
         f"# ({s.storage.replace(str(cfg.paths.root), '<repo>')}), sampler {s.sampler}, data={cfg.data.name}, "
         f"scale={cfg.scale.name}, code {study.user_attrs.get('code_version', '?')}, each trial "
         f"{max(1, math.ceil(fraction * cfg.train.max_epochs))} epochs ({fraction:.0%} of the "

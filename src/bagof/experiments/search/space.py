@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import FloatDistribution
 
-from ..errors import BagofError
+from ...errors import BagofError
 
 
 class SearchSpaceError(BagofError):
