@@ -26,6 +26,7 @@ from .features import check_features
 from .models.layers.global_bn import convert_global_bn
 from .provenance import run_tags
 from .tasks import ClassificationTask, DetectionTask, TrainingTask
+from .utils.allocator import keep_freed_memory
 from .utils.callbacks import EpochSummary, quiet_known_noise
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def train(cfg: DictConfig) -> float:
 def fit(cfg: DictConfig) -> RunResult:
     """Trains and evaluates one configuration, logs it, and returns its metrics and MLflow run id."""
     quiet_known_noise()
+    keep_freed_memory()  # no page faults for what each step frees and allocates again (utils/allocator.py)
     resolve_config(cfg)
     check_features(cfg)
     resume = find_checkpoint(cfg.train.resume, cfg) if cfg.train.get("resume") else None

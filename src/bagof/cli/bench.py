@@ -48,6 +48,7 @@ from ..models.layers import activations
 from ..ops.letterbox import letterbox
 from ..ops.postprocess import detect, postprocess
 from ..train import build_task
+from ..utils.allocator import keep_freed_memory
 from ..utils.precision import autocast_for
 from .eval import for_inference
 
@@ -299,6 +300,9 @@ def bench_avx2(argv: list[str]) -> dict:
 
 def main(argv: list[str]) -> None:
     threads = int(os.environ.get("BAGOF_THREADS", os.cpu_count() or 1))
+    # process-wide, as every training run sets it: both sides of each pair run with it, so the ratios leave its
+    # gain out (the end-to-end comparison of whole runs has it)
+    keep_freed_memory()
     if os.environ.get("BAGOF_BENCH_PART") == "emulated":  # the subprocess of bench_avx2
         torch.set_num_threads(threads)
         torch.manual_seed(0)
