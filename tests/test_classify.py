@@ -179,7 +179,7 @@ class _GradProbe(L.Callback):
 
 
 def test_accumulating_4x2_gives_the_gradient_of_one_batch_of_8_with_frozen_bn(compose):
-    from bagof.data.datamodule import collate
+    from bagof.data.detection import collate
     from bagof.tasks import DetectionTask
 
     cfg = compose(["scale=smoke", "data.batch_size=8", "+bof=ciou"])

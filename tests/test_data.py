@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bagof.data.datamodule import DetectionDataset, collate, read_rgb
+from bagof.data.detection import DetectionDataset, collate, read_rgb
 from bagof.data.formats import DatasetError, load_coco, load_voc
 from bagof.data.mosaic import Mosaic
 from bagof.data.sampling import sample_rng

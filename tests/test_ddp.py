@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from bagof.callbacks import CmBN
-from bagof.data.datamodule import collate
+from bagof.data.detection import collate
 from bagof.errors import BagofError
 from bagof.models.layers.global_bn import GlobalBatchNorm2d, convert_global_bn
 from bagof.train import build_task

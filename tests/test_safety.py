@@ -372,7 +372,7 @@ class _Crash(Exception):
 
 def test_an_interrupted_run_resumes_in_the_same_mlflow_run(compose, tmp_path, monkeypatch):
     from bagof import train as train_mod
-    from bagof.utils.callbacks import EpochSummary
+    from bagof.utils.console import EpochSummary
 
     class CrashInSecondEpoch(EpochSummary):
         def on_train_epoch_start(self, trainer, pl_module):
@@ -560,7 +560,7 @@ def test_run_names_say_what_ran(compose):
 def test_predictions_picture_shows_the_best_guesses_whatever_their_scores():
     from types import SimpleNamespace
 
-    from bagof.data.datamodule import DetectionDataset
+    from bagof.data.detection import DetectionDataset
     from bagof.utils.visualize import draw_predictions
 
     img = np.zeros((64, 64, 3), np.uint8)

@@ -27,7 +27,7 @@ from .models.layers.global_bn import convert_global_bn
 from .provenance import run_tags
 from .tasks import ClassificationTask, DetectionTask, TrainingTask
 from .utils.allocator import keep_freed_memory
-from .utils.callbacks import EpochSummary, quiet_known_noise
+from .utils.console import EpochSummary, quiet_known_noise
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from ..ops.boxes import wh_iou
 
 def training_box_sizes(cfg) -> np.ndarray:
     """(w, h) of every training box after letterboxing to data.img_size; reads annotations only."""
-    from ..data.datamodule import load_source
+    from ..data.detection import load_source
 
     coco, _ = load_source(dict(cfg.data.train))
     size = {im["id"]: max(im["width"], im["height"]) for im in coco["images"]}

@@ -1,7 +1,7 @@
 """Detection data: format readers (COCO JSON, Pascal VOC XML, YOLO txt), the procedural default
 dataset, transforms and the Lightning data module."""
 
-from .datamodule import DetectionDataModule
+from .detection import DetectionDataModule
 from .formats import DatasetError
 
 __all__ = ["DetectionDataModule", "DatasetError"]

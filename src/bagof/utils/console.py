@@ -1,4 +1,5 @@
-"""Lightning callbacks of our own."""
+"""The run's console: one line per epoch (a Lightning callback of the loop, not a feature: those are in
+``bagof.callbacks``), and library messages that say nothing about the run silenced."""
 
 from __future__ import annotations
 
