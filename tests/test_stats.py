@@ -258,3 +258,28 @@ def test_compact_matches_give_the_same_ap_on_every_resample():
         draw = [per.image_ids[i] for i in rng.integers(0, len(per.image_ids), len(per.image_ids))]
         assert ap(back, draw) == ap(per, draw)
     assert ap(back, back.image_ids) == ap(per, per.image_ids)
+
+
+def test_the_ledger_counts_a_run_two_sweeps_share_once(monkeypatch):
+    """Table 5's baseline is Table 4's S+M+IT+GA+OA+CIoU row (same config, same runs): the ledger's total of runs
+    and training time counts those runs once."""
+    from bagof.experiments import claims
+    from bagof.experiments.store import RowResult
+
+    def fake_collect(sweep, inv, client, exp_id):
+        out = []
+        for row in sweep.rows:
+            r = RowResult(row, "not run")
+            if row.label in ("CSPResNeXt50-PANet-SPP", "S+M+IT+GA+OA+CIoU"):  # one config, in both tables
+                r.runs, r.minutes = {s: [f"shared{s}"] for s in range(6)}, 30.0
+            elif sweep.name == "table5":
+                r.runs, r.minutes = {s: [f"{row.label}{s}"] for s in range(6)}, 24.0
+            out.append(r)
+        return out
+
+    monkeypatch.setattr(claims, "collect", fake_collect)
+    monkeypatch.setattr(claims, "open_sweep_store", lambda name: type("S", (), {"client": None, "exp_id": "0"}))
+    monkeypatch.setattr(claims, "resampled_values", lambda *a: [])
+    monkeypatch.setattr(claims, "analysis_of", lambda *a: {})
+    _, _, minutes, runs = claims.gather({"datasets": {"bccd": ["table4", "table5"]}})
+    assert runs == 6 + 4 * 6 and minutes == pytest.approx(30.0 + 4 * 24.0)

@@ -110,6 +110,7 @@ def gather(ledger: dict) -> tuple[list[Claim], list[str], float, int]:
     claims: dict[tuple[str, str], Claim] = {}
     datasets = list(ledger["datasets"])
     minutes, runs = 0.0, 0
+    seen: set[str] = set()  # a run two sweeps share (Table 5's baseline is a Table 4 row) counts once
     for data, sweeps in ledger["datasets"].items():
         for name in sweeps:
             sweep = load_sweep(SWEEPS_DIR / f"{name}.yaml")
@@ -118,8 +119,13 @@ def gather(ledger: dict) -> tuple[list[Claim], list[str], float, int]:
             inv = Invocation(sweep.report_scale, sweep.data, sweep.design.seeds)
             st = open_sweep_store(sweep.name)
             results = collect(sweep, inv, st.client, st.exp_id)
-            minutes += sum(r.minutes for r in results)
-            runs += sum(r.n_runs for r in results)
+            for r in results:
+                ids = {i for v in r.runs.values() for i in v}
+                new = ids - seen
+                if new:
+                    minutes += r.minutes * len(new) / len(ids)
+                    runs += len(new)
+                seen |= ids
             analysis = analysis_of(sweep, results, resampled_values(sweep, results, st.client, sweep.design.bootstrap))
             for r in sweep.rows:
                 if r is base or "AP" not in r.paper or base is None or "AP" not in base.paper:
