@@ -173,3 +173,39 @@ def test_calls_after_the_first_do_not_go_through_torch_compile(monkeypatch):
         assert torch.allclose(y, F.mish(x.detach()), atol=1e-6) and torch.allclose(x.grad, ref.grad, atol=1e-5)
         assert used == kernels
     assert "failed" not in activations._compiled
+
+
+_MISH_CHECK = """
+import torch
+from bagof.models.layers import activations as A
+errs = []
+for shape in [(256,), (4, 16, 32, 32)]:
+    x = torch.randn(*shape, requires_grad=True)
+    y = A.Mish()(x)
+    g, = torch.autograd.grad(y.sum(), x)
+    ref = torch.nn.functional.mish(x)
+    gr, = torch.autograd.grad(ref.sum(), x)
+    errs += [(y - ref).abs().max().item(), (g - gr).abs().max().item()]
+print(max(errs))
+"""
+
+
+@pytest.mark.skipif(
+    not torch.backends.cpu.get_cpu_capability().startswith("AVX512"), reason="needs a CPU with two instruction sets"
+)
+def test_the_mish_kernels_of_two_instruction_sets_do_not_share_a_compiler_cache(tmp_path):
+    """Inductor's disk cache does not tell ATen's instruction sets apart: a process with ATEN_CPU_CAPABILITY=avx2
+    after a native one, on one cache folder, ran kernels that computed garbage (Mish off by up to 4e24; the other
+    order crashed in malloc). Each set now has its own folder (activations._compiler_cache_per_isa)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path))
+    for extra in ({}, {"ATEN_CPU_CAPABILITY": "avx2"}, {}):
+        out = subprocess.run(
+            [sys.executable, "-c", _MISH_CHECK], env=env | extra, capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert float(out.stdout.split()[-1]) < 1e-5, (extra, out.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isa-avx2", "isa-avx512"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import types
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -50,9 +52,23 @@ _PARALLEL_FROM = 32768  # elements (at::internal::GRAIN_SIZE)
 _OPTIONS = {True: {"cpp.min_chunk_size": 1}, False: {"cpp.min_chunk_size": 1 << 62}}
 
 
+def _compiler_cache_per_isa() -> None:
+    """Keeps the compiler's disk cache (Inductor's) in a folder per instruction set ATen runs with. Inductor's cache
+    does not tell them apart: a process with ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 machine, after one without,
+    got kernels that computed garbage (Mish off by up to 4e24, NaN losses at the first step of a run; tests/
+    test_activations.py). The same happens to a cache folder shared by machines of two kinds (a cluster's home)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    isa = torch.backends.cpu.get_cpu_capability().lower()
+    base = Path(cache_dir())
+    if base.name != f"isa-{isa}":
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / f"isa-{isa}")
+
+
 def _kernel(name: str, fn, parallel: bool = True):
     key = name if parallel else f"{name}-serial"
     if key not in _compiled:
+        _compiler_cache_per_isa()
         # a copy of the code for each kernel: Dynamo keeps its compilations per code object, and past 8 of them (dtypes
         # x kernels x the layouts of the tensors viewed) runs the function op by op, rounding differently, with only a
         # log line to say so
