@@ -190,6 +190,7 @@ print(max(errs))
 """
 
 
+@pytest.mark.slow  # ~50 s of kernel compiles; the default run is at its 15-minute ceiling
 @pytest.mark.skipif(
     not torch.backends.cpu.get_cpu_capability().startswith("AVX512"), reason="needs a CPU with two instruction sets"
 )
